@@ -1,0 +1,161 @@
+"""The one typed patient model every input format is parsed into.
+
+Native JSON input *is* this model serialized (see docs/native-format.md); the FHIR readers
+build it too. Units of observations are converted here, once, at the boundary, so nothing
+downstream ever sees a pound or a micromole.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from cds.units import LAB_UNITS, convert_lab
+
+ObservationKind = Literal["weight", "height", "creatinine", "egfr", "bilirubin", "albumin", "inr"]
+PeriodUnit = Literal["s", "min", "h", "d", "wk", "mo", "a"]
+OrderSource = Literal["request", "statement", "dispense"]
+
+#: FHIR MedicationRequest/Statement status values that make an order "current".
+ACTIVE_STATUSES = frozenset({"active", "on-hold", "intended", "draft"})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Coding(_Model):
+    system: str | None = None
+    code: str
+    display: str | None = None
+
+
+class Timing(_Model):
+    """FHIR Timing, flattened: repeat.* plus the timing code (BID, Q6H, ...)."""
+
+    frequency: int | None = Field(default=None, ge=1)
+    frequency_max: int | None = Field(default=None, ge=1)
+    period: float | None = Field(default=None, gt=0)
+    period_max: float | None = Field(default=None, gt=0)
+    period_unit: PeriodUnit | None = None
+    time_of_day: list[str] = Field(default_factory=list)
+    when: list[str] = Field(default_factory=list)
+    code: str | None = None
+    bounds_start: date | None = None
+    bounds_end: date | None = None
+    bounds_days: float | None = Field(default=None, gt=0)
+
+
+class MaxDosePerPeriod(_Model):
+    """FHIR Ratio numerator/denominator, e.g. 60 mg per 1 d."""
+
+    value: float = Field(gt=0)
+    unit: str
+    period: float = Field(gt=0)
+    period_unit: PeriodUnit
+
+
+class MedicationOrder(_Model):
+    """One medication order, statement or dispense."""
+
+    id: str
+    source: OrderSource = "request"
+    status: str = "active"
+    draft: bool = False
+    authored: date | None = None
+    prescriber: str | None = None
+    codes: list[Coding] = Field(default_factory=list)
+    text: str | None = None
+    dose: float | None = Field(default=None, ge=0)
+    dose_high: float | None = Field(default=None, ge=0)
+    dose_unit: str | None = None
+    route: str | None = None
+    timing: Timing | None = None
+    as_needed: bool = False
+    max_dose_per_period: MaxDosePerPeriod | None = None
+    supply_days: float | None = Field(default=None, gt=0)
+    quantity: float | None = Field(default=None, ge=0)
+    quantity_unit: str | None = None
+    dispensed: date | None = None
+
+    @model_validator(mode="after")
+    def _named(self) -> MedicationOrder:
+        if not self.codes and not self.text:
+            raise ValueError("a medication needs a code or a text")
+        return self
+
+    @property
+    def label(self) -> str:
+        """The text a pharmacist recognizes: the order's text, else a code's display."""
+        if self.text:
+            return self.text
+        for c in self.codes:
+            if c.display:
+                return c.display
+        c = self.codes[0]
+        return f"{c.system or 'code'}|{c.code}"
+
+    @property
+    def is_current(self) -> bool:
+        return self.draft or (self.source != "dispense" and self.status in ACTIVE_STATUSES)
+
+
+class Observation(_Model):
+    """A lab or vital; `value` is converted to the kind's canonical unit on validation."""
+
+    kind: ObservationKind
+    value: float
+    unit: str | None = None
+    date: date | None = None
+    code: str | None = None
+
+    @model_validator(mode="after")
+    def _canonical(self) -> Observation:
+        canonical = LAB_UNITS[self.kind]
+        if self.unit == canonical:
+            return self
+        value = convert_lab(self.kind, self.value, self.unit)
+        return self.model_copy(update={"value": value, "unit": canonical})
+
+
+class Condition(_Model):
+    code: str | None = None
+    system: str | None = None
+    text: str | None = None
+    status: str = "active"
+    onset: date | None = None
+
+
+class Patient(_Model):
+    id: str
+    birth_date: date | None = None
+    sex: Literal["female", "male", "other", "unknown"] = "unknown"
+    observations: list[Observation] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list)
+    medications: list[MedicationOrder] = Field(default_factory=list)
+    ascites: Literal["none", "mild", "moderate-severe"] | None = None
+    encephalopathy: Literal["none", "grade 1-2", "grade 3-4"] | None = None
+    child_pugh_class: Literal["A", "B", "C"] | None = None
+
+    @field_validator("sex", mode="before")
+    @classmethod
+    def _sex(cls, v: object) -> object:
+        return v.lower() if isinstance(v, str) else v
+
+    def latest(self, kind: ObservationKind) -> Observation | None:
+        """Most recent observation of a kind (undated ones count as oldest)."""
+        best: Observation | None = None
+        for o in self.observations:
+            if o.kind != kind:
+                continue
+            if best is None or (o.date or date.min) >= (best.date or date.min):
+                best = o
+        return best
+
+    def age_on(self, day: date) -> int | None:
+        if self.birth_date is None:
+            return None
+        b = self.birth_date
+        return day.year - b.year - ((day.month, day.day) < (b.month, b.day))
