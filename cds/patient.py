@@ -79,6 +79,8 @@ class MedicationOrder(_Model):
     quantity: float | None = Field(default=None, ge=0)
     quantity_unit: str | None = None
     dispensed: date | None = None
+    #: Why it was ordered (FHIR reasonCode / reasonReference display): tells OUD treatment apart.
+    reasons: list[Coding] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _named(self) -> MedicationOrder:

@@ -1,0 +1,82 @@
+"""The drug class graph: ingredient -> class -> broader class, as a networkx DiGraph.
+
+Edges point from the narrower node to the broader one, so `nx.descendants` of an
+ingredient are its classes. Look-ups are memoized (cachetools) because rules ask the same
+question of the same ingredient for every patient.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from operator import attrgetter
+from typing import Any
+
+import networkx as nx
+from cachetools import LRUCache, cachedmethod
+
+
+class ClassGraph:
+    def __init__(self, classes: Iterable[dict[str, Any]], ingredients: Iterable[str]) -> None:
+        g: nx.DiGraph = nx.DiGraph()
+        for name in ingredients:
+            g.add_node(name, kind="ingredient")
+        for c in classes:
+            g.add_node(c["id"], kind="class", name=c.get("name", c["id"]),
+                       source=c.get("source"), status=c.get("status", "confirmed"))
+        for c in classes:
+            for parent in c.get("parents", []) or []:
+                g.add_edge(c["id"], parent)
+            for member in c.get("members", []) or []:
+                g.add_edge(member, c["id"])
+        self.graph = g
+        self._init_cache()
+
+    def _init_cache(self) -> None:
+        self._cache: LRUCache[Any, frozenset[str]] = LRUCache(maxsize=4096)
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"graph": self.graph}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.graph = state["graph"]
+        self._init_cache()
+
+    def kind(self, node: str) -> str | None:
+        data = self.graph.nodes.get(node)
+        return data["kind"] if data else None
+
+    @property
+    def class_ids(self) -> list[str]:
+        return sorted(n for n, d in self.graph.nodes(data=True) if d["kind"] == "class")
+
+    @property
+    def ingredient_names(self) -> list[str]:
+        return sorted(n for n, d in self.graph.nodes(data=True) if d["kind"] == "ingredient")
+
+    @cachedmethod(attrgetter("_cache"), lock=attrgetter("_lock"))
+    def ancestors(self, node: str) -> frozenset[str]:
+        """Every class `node` belongs to, directly or through broader classes."""
+        if node not in self.graph:
+            return frozenset()
+        return frozenset(nx.descendants(self.graph, node))
+
+    def is_a(self, ingredient: str, cls: str) -> bool:
+        return ingredient == cls or cls in self.ancestors(ingredient)
+
+    def members(self, cls: str) -> frozenset[str]:
+        """Ingredients in a class, directly or through its subclasses."""
+        if cls not in self.graph:
+            return frozenset()
+        if self.kind(cls) == "ingredient":
+            return frozenset({cls})
+        return frozenset(n for n in nx.ancestors(self.graph, cls) if self.kind(n) == "ingredient")
+
+    def expand(self, node: str) -> frozenset[str]:
+        """An ingredient as itself, a class as its member ingredients."""
+        return self.members(node)
+
+    def class_source(self, cls: str) -> str | None:
+        data = self.graph.nodes.get(cls)
+        return data.get("source") if data else None

@@ -1,0 +1,128 @@
+"""Total morphine milligram equivalents per day (CDC 2022 factors), with its breakdown.
+
+Nothing is dropped: every current opioid order is either an item (daily dose x factor) or
+an exclusion with the reason (buprenorphine, opioid-use-disorder treatment, a route the table
+does not cover, a dose that cannot be computed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cds.knowledge.normalize import NormalizedMed
+from cds.knowledge.store import Knowledge, MmeFactor
+
+#: ICD-10-CM F11 (opioid related disorders) and SNOMED CT opioid dependence / abuse.
+OUD_CODE_PREFIXES = ("F11",)
+OUD_SNOMED = frozenset({"5602001", "75544000"})
+OUD_WORDS = ("opioid use disorder", "opioid dependence", "oud", "opioid addiction",
+             "medication for opioid", "maintenance")
+
+
+@dataclass(frozen=True, slots=True)
+class MmeItem:
+    medication: str
+    order_id: str
+    ingredient: str
+    daily_dose: float
+    unit: str  # mg | mcg/h | mcg
+    factor: float
+    mme: float
+    factor_status: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class MmeExcluded:
+    medication: str
+    order_id: str
+    ingredient: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class MmeResult:
+    total: float
+    items: tuple[MmeItem, ...]
+    excluded: tuple[MmeExcluded, ...]
+    factor_set: str
+
+    @property
+    def uses_analytic_factors(self) -> bool:
+        return any(i.factor_status == "analytic" for i in self.items)
+
+
+def _for_oud(med: NormalizedMed, reasons: Iterable[tuple[str | None, str | None]]) -> bool:
+    if "buprenorphine" in med.ingredients and "naloxone" in med.ingredients:
+        return True
+    for code, text in reasons:
+        if code and (code.upper().startswith(OUD_CODE_PREFIXES) or code in OUD_SNOMED):
+            return True
+        if text and any(w in f" {text.lower()} " for w in (f" {w} " for w in OUD_WORDS)):
+            return True
+    return False
+
+
+def _factor(kb: Knowledge, ingredient: str, route: str | None,
+            form: str | None) -> MmeFactor | None:
+    for f in kb.mme_factors.get(ingredient, ()):
+        if route in f.routes and (not f.forms or form in f.forms):
+            return f
+    return None
+
+
+def is_opioid(kb: Knowledge, ingredient: str) -> bool:
+    return kb.classes.is_a(ingredient, "opioid") or ingredient in kb.mme_factors
+
+
+def compute_mme(kb: Knowledge, meds: Iterable[NormalizedMed],
+                reasons: dict[str, tuple[tuple[str | None, str | None], ...]] | None = None
+                ) -> MmeResult:
+    """MME of the current medications. `reasons` maps order id -> (code, text) indications."""
+    items: list[MmeItem] = []
+    excluded: list[MmeExcluded] = []
+    reasons = reasons or {}
+    for med in meds:
+        if not med.current or not med.recognized:
+            continue
+        for ing in med.ingredients:
+            if not is_opioid(kb, ing):
+                continue
+            if ing in kb.mme_excluded:
+                excluded.append(MmeExcluded(med.label, med.order_id, ing, kb.mme_excluded[ing][0]))
+                continue
+            if _for_oud(med, reasons.get(med.order_id, ())):
+                excluded.append(MmeExcluded(
+                    med.label, med.order_id, ing,
+                    "opioid-use-disorder treatment: CDC 2022 MME factors are not for OUD treatment"))
+                continue
+            f = _factor(kb, ing, med.route, med.form)
+            if f is None:
+                where = f"route {med.route!r}" if med.route else "unknown route"
+                excluded.append(MmeExcluded(
+                    med.label, med.order_id, ing,
+                    f"no {kb.mme_factor_set} conversion factor for {ing} by {where}"))
+                continue
+            daily = med.daily_of(ing)
+            if daily is None:
+                excluded.append(MmeExcluded(
+                    med.label, med.order_id, ing,
+                    f"daily dose unknown: {med.daily_reason or 'not computed'}"))
+                continue
+            amount, unit = daily
+            if f.basis == "mcg/h" and unit == "mcg/h":
+                dose, out_unit = amount, "mcg/h"
+            elif f.basis == "mg/day" and unit == "mg":
+                dose, out_unit = amount, "mg"
+            elif f.basis == "mcg/day" and unit == "mg":
+                dose, out_unit = amount * 1000, "mcg"
+            else:
+                excluded.append(MmeExcluded(
+                    med.label, med.order_id, ing,
+                    f"dose in {unit} does not fit the factor's basis ({f.basis})"))
+                continue
+            items.append(MmeItem(med.label, med.order_id, ing, dose, out_unit, f.factor,
+                                 dose * f.factor, f.status, f.source))
+    total = sum(i.mme for i in items)
+    return MmeResult(total, tuple(items), tuple(excluded), kb.mme_factor_set)

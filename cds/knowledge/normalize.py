@@ -1,0 +1,268 @@
+"""Medication order -> ingredients, strengths, form, route and daily amount.
+
+Identification (code or name -> product) is memoized per knowledge base; the daily amount is
+arithmetic on the order. Anything that cannot be told is said (`reason`), never guessed: an
+order whose drug is unknown is `recognized=False`; a known drug whose daily dose cannot be
+computed keeps its ingredients (interaction rules still see it) with `daily_reason` set.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+from functools import lru_cache
+
+from cachetools import LRUCache, cached
+
+from cds.knowledge.names import form_route, free_text_strength, parse_rxnorm_name
+from cds.knowledge.sig import doses_per_day, max_per_day
+from cds.knowledge.store import Knowledge
+from cds.patient import MedicationOrder
+from cds.units import MASS_TO_MG, RATE_TO_MCG_H
+
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+
+_COUNT_UNITS = {
+    "tablet": "tablet", "tablets": "tablet", "tab": "tablet", "tabs": "tablet", "{tbl}": "tablet",
+    "{tablet}": "tablet", "{tablets}": "tablet",
+    "capsule": "capsule", "capsules": "capsule", "cap": "capsule", "caps": "capsule",
+    "{capsule}": "capsule", "{cap}": "capsule",
+    "patch": "patch", "patches": "patch", "{patch}": "patch", "system": "patch",
+    "film": "film", "films": "film", "{film}": "film",
+    "lozenge": "lozenge", "troche": "lozenge", "suppository": "suppository",
+    "spray": "spray", "sprays": "spray", "actuation": "spray", "{actuation}": "spray",
+    "puff": "spray", "each": "each", "ea": "each", "{each}": "each", "dose": "each",
+}
+_VOLUME_UNITS = {"ml": 1.0, "milliliter": 1.0, "milliliters": 1.0, "l": 1000.0}
+_ROUTE_WORDS = {
+    "po": "oral", "by mouth": "oral", "oral": "oral", "orally": "oral",
+    "transdermal": "transdermal", "td": "transdermal", "buccal": "buccal",
+    "sublingual": "sublingual", "sl": "sublingual", "nasal": "nasal", "intranasal": "nasal",
+    "rectal": "rectal", "pr": "rectal", "topical": "topical",
+    "intravenous": "injection", "iv": "injection", "intramuscular": "injection", "im": "injection",
+    "subcutaneous": "injection", "subcut": "injection", "sc": "injection", "injection": "injection",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What a code or name denotes: ingredients with strengths when the product is known."""
+
+    ingredients: tuple[str, ...]
+    strengths: tuple[tuple[float, str] | None, ...]  # per ingredient: (strength, RxNorm unit)
+    dose_form: str | None
+    form: str | None
+    route: str | None
+    extended_release: bool
+    rxcui: str | None
+    matched_by: str  # "rxcui-product" | "rxcui-ingredient" | "rxnorm-name" | "free-text"
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizedMed:
+    order_id: str
+    label: str
+    source: str
+    current: bool
+    draft: bool
+    recognized: bool
+    reason: str | None  # why not recognized
+    ingredients: tuple[str, ...] = ()
+    form: str | None = None
+    route: str | None = None
+    extended_release: bool = False
+    as_needed: bool = False
+    doses_per_day: float | None = None
+    daily: tuple[tuple[str, float, str], ...] = ()  # (ingredient, amount, "mg" | "mcg/h")
+    daily_reason: str | None = None  # why the daily amount is unknown
+    prescriber: str | None = None
+    authored: date | None = None
+    dispensed: date | None = None
+    supply_days: float | None = None
+    rxcui: str | None = None
+    matched_by: str | None = None
+
+    def daily_of(self, ingredient: str) -> tuple[float, str] | None:
+        for ing, amount, unit in self.daily:
+            if ing == ingredient:
+                return amount, unit
+        return None
+
+
+def _route(text: str | None) -> str | None:
+    if not text:
+        return None
+    t = text.strip().lower()
+    if t in _ROUTE_WORDS:
+        return _ROUTE_WORDS[t]
+    for word, route in _ROUTE_WORDS.items():
+        if len(word) > 3 and word in t:
+            return route
+    return t
+
+
+@lru_cache(maxsize=8)
+def _name_pattern(kb: Knowledge) -> re.Pattern[str]:
+    names = sorted(kb.names, key=len, reverse=True)
+    return re.compile(r"(?<![a-z])(" + "|".join(re.escape(n) for n in names) + r")(?![a-z])")
+
+
+def _component_ingredient(kb: Knowledge, name: str) -> str | None:
+    """'oxycodone hydrochloride' -> oxycodone; tries shorter prefixes for unlisted salts."""
+    found = kb.ingredient_of(name)
+    if found:
+        return found
+    words = name.split()
+    for n in range(len(words) - 1, 0, -1):
+        found = kb.ingredient_of(" ".join(words[:n]))
+        if found:
+            return found
+    return None
+
+
+def _from_name(kb: Knowledge, text: str) -> Identity | None:
+    parsed = parse_rxnorm_name(text)
+    if parsed is not None:
+        ings = [_component_ingredient(kb, c.name) for c in parsed.components]
+        if all(ings):
+            return Identity(
+                ingredients=tuple(i for i in ings if i),
+                strengths=tuple((c.strength, c.unit) for c in parsed.components),
+                dose_form=parsed.dose_form, form=parsed.form, route=parsed.route,
+                extended_release=parsed.extended_release, rxcui=None, matched_by="rxnorm-name",
+            )
+    low = text.lower()
+    found: list[str] = []
+    for m in _name_pattern(kb).finditer(low):
+        ing = kb.names[m.group(1)]
+        if ing not in found:
+            found.append(ing)
+    if not found:
+        return None
+    strength = free_text_strength(low) if len(found) == 1 else None
+    route, form = form_route(low)
+    er = any(w in low for w in (" er ", " er", "extended", " xr", " sr", " cr", "12 hr", "24 hr"))
+    return Identity(tuple(found), (strength,) if len(found) == 1 else (None,) * len(found),
+                    None, form, route, er, None, "free-text")
+
+
+def _key(order: MedicationOrder) -> tuple[tuple[tuple[str | None, str], ...], str | None,
+                                          tuple[str | None, ...]]:
+    return (tuple((c.system, c.code) for c in order.codes), order.text,
+            tuple(c.display for c in order.codes))
+
+
+def identify(kb: Knowledge, order: MedicationOrder) -> Identity | None:
+    return _identify(kb, *_key(order))
+
+
+@cached(LRUCache(maxsize=65536), key=lambda kb, codes, text, displays: (id(kb), codes, text, displays))
+def _identify(kb: Knowledge, codes: tuple[tuple[str | None, str], ...], text: str | None,
+              displays: tuple[str | None, ...]) -> Identity | None:
+    for system, code in codes:
+        if system not in (None, RXNORM):
+            continue
+        p = kb.products.get(code)
+        if p is not None:
+            return Identity(
+                tuple(c.ingredient for c in p.components),
+                tuple((c.strength, c.unit) for c in p.components),
+                p.dose_form, p.form, p.route, p.extended_release, p.rxcui, "rxcui-product",
+            )
+    for text_candidate in (text, *displays):
+        if text_candidate:
+            ident = _from_name(kb, text_candidate)
+            if ident is not None:
+                return ident
+    for system, code in codes:
+        if system in (None, RXNORM) and code in kb.by_rxcui:
+            return Identity((kb.by_rxcui[code],), (None,), None, None, None, False, code,
+                            "rxcui-ingredient")
+    return None
+
+
+def _per_admin(ident: Identity, amount: float,
+               unit: str | None) -> tuple[dict[str, tuple[float, str]] | None, str | None]:
+    """Amount of each ingredient in one administration: ({ing: (value, mg|mcg/h)}, None)."""
+    if unit is None or not unit.strip():
+        return None, "dose has no unit"
+    u = unit.strip().lower()
+    if u in MASS_TO_MG:
+        if len(ident.ingredients) > 1:
+            return None, f"dose in {unit} is ambiguous for a combination product"
+        return {ident.ingredients[0]: (amount * MASS_TO_MG[u], "mg")}, None
+    if u in RATE_TO_MCG_H:
+        if len(ident.ingredients) > 1:
+            return None, f"dose in {unit} is ambiguous for a combination product"
+        return {ident.ingredients[0]: (amount * RATE_TO_MCG_H[u], "mcg/h")}, None
+    per_unit_ml = _VOLUME_UNITS.get(u)
+    count_unit = _COUNT_UNITS.get(u)
+    if per_unit_ml is None and count_unit is None:
+        return None, f"unknown dose unit {unit!r}"
+    out: dict[str, tuple[float, str]] = {}
+    for ing, strength in zip(ident.ingredients, ident.strengths, strict=True):
+        if strength is None:
+            return None, f"dose given in {unit} but the product strength is unknown"
+        value, sunit = strength
+        su = sunit.upper()
+        if per_unit_ml is not None:
+            if su == "MG/ML":
+                out[ing] = (amount * per_unit_ml * value, "mg")
+            elif su == "MCG/ML":
+                out[ing] = (amount * per_unit_ml * value / 1000, "mg")
+            else:
+                return None, f"dose in {unit} does not fit a strength in {sunit}"
+        elif su in ("MG/HR", "MCG/HR"):
+            out[ing] = (amount * value * (1000 if su == "MG/HR" else 1), "mcg/h")
+        elif su.lower() in MASS_TO_MG:
+            out[ing] = (amount * value * MASS_TO_MG[su.lower()], "mg")
+        elif su in ("MG/ACTUAT", "MCG/ACTUAT"):
+            out[ing] = (amount * value * (1 if su == "MG/ACTUAT" else 0.001), "mg")
+        else:
+            return None, f"dose in {unit} does not fit a strength in {sunit}"
+    return out, None
+
+
+def _daily(order: MedicationOrder, ident: Identity) -> tuple[tuple[tuple[str, float, str], ...], float | None, str | None]:
+    """(daily amounts, administrations per day, reason when the amounts are unknown)."""
+    if order.dose is None:
+        return (), None, "no dose given"
+    amount = order.dose_high if order.dose_high is not None else order.dose
+    per_admin, why = _per_admin(ident, amount, order.dose_unit)
+    if per_admin is None:
+        return (), None, why
+    if all(u == "mcg/h" for _, u in per_admin.values()):
+        # A patch delivers its rate continuously; the patch count worn is the dose.
+        return tuple((i, v, u) for i, (v, u) in per_admin.items()), None, None
+    per_day, why = doses_per_day(order.timing)
+    if order.as_needed and order.max_dose_per_period is not None:
+        m = order.max_dose_per_period
+        max_admin, why_max = _per_admin(ident, max_per_day(m), m.unit)
+        if max_admin is not None:
+            return tuple((i, v, u) for i, (v, u) in max_admin.items()), per_day, None
+        why = why_max
+    if per_day is None:
+        return (), None, why
+    return tuple((i, v * per_day, u) for i, (v, u) in per_admin.items()), per_day, None
+
+
+def normalize(kb: Knowledge, order: MedicationOrder) -> NormalizedMed:
+    common = dict(
+        order_id=order.id, label=order.label, source=order.source, current=order.is_current,
+        draft=order.draft, prescriber=order.prescriber, authored=order.authored,
+        dispensed=order.dispensed, supply_days=order.supply_days, as_needed=order.as_needed,
+    )
+    ident = identify(kb, order)
+    if ident is None:
+        return NormalizedMed(recognized=False,
+                             reason="no RxNorm code or drug name matched the knowledge base",
+                             **common)  # type: ignore[arg-type]
+    route = _route(order.route) or ident.route
+    daily, per_day, why = _daily(order, ident)
+    return NormalizedMed(
+        recognized=True, reason=None, ingredients=ident.ingredients, form=ident.form,
+        route=route, extended_release=ident.extended_release, doses_per_day=per_day,
+        daily=daily, daily_reason=why, rxcui=ident.rxcui, matched_by=ident.matched_by,
+        **common,  # type: ignore[arg-type]
+    )

@@ -1,0 +1,187 @@
+"""Load the versioned knowledge files once into an immutable, picklable `Knowledge`."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cds.knowledge.classes import ClassGraph
+from cds.knowledge.names import form_route
+
+DATA_DIR = Path(__file__).parent / "data"
+
+
+@dataclass(frozen=True, slots=True)
+class Ingredient:
+    name: str
+    rxcui: str | None
+    precise: tuple[str, ...]
+    brands: tuple[str, ...]
+    source: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProductComponent:
+    ingredient: str
+    strength: float
+    unit: str  # RxNorm spelling: MG, MCG, MG/ML, MG/HR, ...
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    rxcui: str
+    tty: str
+    name: str
+    components: tuple[ProductComponent, ...]
+    dose_form: str
+    route: str | None
+    form: str | None
+    extended_release: bool
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class MmeFactor:
+    ingredient: str
+    routes: tuple[str, ...]
+    forms: tuple[str, ...]  # empty: any form
+    basis: str  # mg/day | mcg/h | mcg/day
+    factor: float
+    status: str  # confirmed | secondary | analytic
+    source: str
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AnticholinergicScale:
+    scale: str
+    version: str
+    source: str
+    scores: dict[str, int]
+    threshold_note: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Knowledge:
+    """Hashable by identity, so per-knowledge caches can key on it."""
+
+    version: str
+    digest: str
+    ingredients: dict[str, Ingredient]
+    by_rxcui: dict[str, str]  # ingredient rxcui -> name
+    names: dict[str, str]  # lower-case IN / PIN / brand name -> ingredient name
+    products: dict[str, Product]
+    classes: ClassGraph
+    mme_factors: dict[str, tuple[MmeFactor, ...]]
+    mme_excluded: dict[str, tuple[str, str]]  # ingredient -> (reason, source)
+    mme_factor_set: str
+    anticholinergic: AnticholinergicScale
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def ingredient_of(self, name: str) -> str | None:
+        return self.names.get(name.strip().lower())
+
+    def known(self, name: str) -> bool:
+        """An ingredient or class id the knowledge base knows."""
+        return name in self.classes.graph
+
+
+def _yaml(path: Path) -> Any:
+    with path.open(encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split("|")] if value else []
+
+
+def _products(path: Path, names: dict[str, str]) -> dict[str, Product]:
+    out: dict[str, Product] = {}
+    with path.open(encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            ings = _split(row["ingredients"])
+            strengths = _split(row["strengths"])
+            units = _split(row["units"])
+            comps = tuple(
+                ProductComponent(names.get(i.lower(), i.lower()), float(s), u.upper())
+                for i, s, u in zip(ings, strengths, units, strict=True)
+            )
+            route, form = form_route(row["dose_form"])
+            name = row["name"]
+            out[row["rxcui"].strip()] = Product(
+                rxcui=row["rxcui"].strip(), tty=row["tty"].strip(), name=name, components=comps,
+                dose_form=row["dose_form"], route=row.get("route") or route, form=form,
+                extended_release=("Extended Release" in row["dose_form"]
+                                  or name.split(" ", 2)[1:2] == ["HR"]),
+                source=row.get("source", ""),
+            )
+    return out
+
+
+def load_knowledge(data_dir: Path = DATA_DIR) -> Knowledge:
+    """Read every knowledge file; the digest ties alerts to the exact data used."""
+    h = hashlib.sha256()
+    for p in sorted(data_dir.iterdir()):
+        if p.suffix in {".yaml", ".csv"}:
+            h.update(p.name.encode())
+            h.update(p.read_bytes())
+    ing_doc = _yaml(data_dir / "ingredients.yaml")
+    ingredients: dict[str, Ingredient] = {}
+    names: dict[str, str] = {}
+    by_rxcui: dict[str, str] = {}
+    for e in ing_doc["ingredients"]:
+        ing = Ingredient(
+            name=e["name"].lower(), rxcui=str(e["rxcui"]) if e.get("rxcui") else None,
+            precise=tuple(p.lower() for p in e.get("precise", []) or []),
+            brands=tuple(e.get("brands", []) or []), source=e.get("source"),
+        )
+        ingredients[ing.name] = ing
+        if ing.rxcui:
+            by_rxcui[ing.rxcui] = ing.name
+    # Ingredient and precise names win over brands when a string is both.
+    for ing in ingredients.values():
+        for b in ing.brands:
+            names.setdefault(b.lower(), ing.name)
+    for ing in ingredients.values():
+        for p in ing.precise:
+            names[p] = ing.name
+        names[ing.name] = ing.name
+
+    cls_doc = _yaml(data_dir / "classes.yaml")
+    graph = ClassGraph(cls_doc["classes"], ingredients)
+
+    mme_doc = _yaml(data_dir / "mme_factors.yaml")
+    factors: dict[str, list[MmeFactor]] = {}
+    for f in mme_doc["factors"]:
+        factors.setdefault(f["ingredient"], []).append(MmeFactor(
+            ingredient=f["ingredient"], routes=tuple(f["routes"]), forms=tuple(f.get("forms", [])),
+            basis=f["basis"], factor=float(f["factor"]), status=f["status"], source=f["source"],
+            note=f.get("note"),
+        ))
+    excluded = {e["ingredient"]: (e["reason"], e["source"]) for e in mme_doc.get("excluded", [])}
+
+    acb_doc = _yaml(data_dir / "anticholinergic.yaml")
+    acb = AnticholinergicScale(
+        scale=acb_doc["scale"], version=str(acb_doc["version"]), source=acb_doc["source"],
+        scores={s["ingredient"]: int(s["score"]) for s in acb_doc["scores"]},
+        threshold_note=acb_doc.get("threshold_note"),
+    )
+    products = _products(data_dir / "rxnorm_products.csv", names)
+    return Knowledge(
+        version=str(ing_doc["version"]), digest=h.hexdigest()[:16], ingredients=ingredients,
+        by_rxcui=by_rxcui, names=names, products=products, classes=graph,
+        mme_factors={k: tuple(v) for k, v in factors.items()}, mme_excluded=excluded,
+        mme_factor_set=mme_doc["factor_set"], anticholinergic=acb,
+    )
+
+
+@functools.cache
+def default_knowledge() -> Knowledge:
+    """The bundled knowledge, loaded once per process."""
+    return load_knowledge()
