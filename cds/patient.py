@@ -8,6 +8,8 @@ downstream ever sees a pound or a micromole.
 from __future__ import annotations
 
 from datetime import date
+
+Day = date  # alias: a field named `date` would shadow the type in annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -110,7 +112,7 @@ class Observation(_Model):
     kind: ObservationKind
     value: float
     unit: str | None = None
-    date: date | None = None
+    date: Day | None = None
     code: str | None = None
 
     @model_validator(mode="after")

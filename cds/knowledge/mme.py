@@ -76,6 +76,55 @@ def is_opioid(kb: Knowledge, ingredient: str) -> bool:
     return kb.classes.is_a(ingredient, "opioid") or ingredient in kb.mme_factors
 
 
+def assess(kb: Knowledge, med: NormalizedMed,
+           reasons: tuple[tuple[str | None, str | None], ...] = ()
+           ) -> tuple[list[MmeItem], list[MmeExcluded]]:
+    """MME items and exclusions of one medication, current or not."""
+    items: list[MmeItem] = []
+    excluded: list[MmeExcluded] = []
+    if not med.recognized:
+        return items, excluded
+    for ing in med.ingredients:
+        if not is_opioid(kb, ing):
+            continue
+        if ing in kb.mme_excluded:
+            excluded.append(MmeExcluded(med.label, med.order_id, ing, kb.mme_excluded[ing][0]))
+            continue
+        if _for_oud(med, reasons):
+            excluded.append(MmeExcluded(
+                med.label, med.order_id, ing,
+                "opioid-use-disorder treatment: CDC 2022 MME factors are not for OUD treatment"))
+            continue
+        f = _factor(kb, ing, med.route, med.form)
+        if f is None:
+            where = f"route {med.route!r}" if med.route else "unknown route"
+            excluded.append(MmeExcluded(
+                med.label, med.order_id, ing,
+                f"no {kb.mme_factor_set} conversion factor for {ing} by {where}"))
+            continue
+        daily = med.daily_of(ing)
+        if daily is None:
+            excluded.append(MmeExcluded(
+                med.label, med.order_id, ing,
+                f"daily dose unknown: {med.daily_reason or 'not computed'}"))
+            continue
+        amount, unit = daily
+        if f.basis == "mcg/h" and unit == "mcg/h":
+            dose, out_unit = amount, "mcg/h"
+        elif f.basis == "mg/day" and unit == "mg":
+            dose, out_unit = amount, "mg"
+        elif f.basis == "mcg/day" and unit == "mg":
+            dose, out_unit = amount * 1000, "mcg"
+        else:
+            excluded.append(MmeExcluded(
+                med.label, med.order_id, ing,
+                f"dose in {unit} does not fit the factor's basis ({f.basis})"))
+            continue
+        items.append(MmeItem(med.label, med.order_id, ing, dose, out_unit, f.factor,
+                             dose * f.factor, f.status, f.source))
+    return items, excluded
+
+
 def compute_mme(kb: Knowledge, meds: Iterable[NormalizedMed],
                 reasons: dict[str, tuple[tuple[str | None, str | None], ...]] | None = None
                 ) -> MmeResult:
@@ -84,45 +133,8 @@ def compute_mme(kb: Knowledge, meds: Iterable[NormalizedMed],
     excluded: list[MmeExcluded] = []
     reasons = reasons or {}
     for med in meds:
-        if not med.current or not med.recognized:
-            continue
-        for ing in med.ingredients:
-            if not is_opioid(kb, ing):
-                continue
-            if ing in kb.mme_excluded:
-                excluded.append(MmeExcluded(med.label, med.order_id, ing, kb.mme_excluded[ing][0]))
-                continue
-            if _for_oud(med, reasons.get(med.order_id, ())):
-                excluded.append(MmeExcluded(
-                    med.label, med.order_id, ing,
-                    "opioid-use-disorder treatment: CDC 2022 MME factors are not for OUD treatment"))
-                continue
-            f = _factor(kb, ing, med.route, med.form)
-            if f is None:
-                where = f"route {med.route!r}" if med.route else "unknown route"
-                excluded.append(MmeExcluded(
-                    med.label, med.order_id, ing,
-                    f"no {kb.mme_factor_set} conversion factor for {ing} by {where}"))
-                continue
-            daily = med.daily_of(ing)
-            if daily is None:
-                excluded.append(MmeExcluded(
-                    med.label, med.order_id, ing,
-                    f"daily dose unknown: {med.daily_reason or 'not computed'}"))
-                continue
-            amount, unit = daily
-            if f.basis == "mcg/h" and unit == "mcg/h":
-                dose, out_unit = amount, "mcg/h"
-            elif f.basis == "mg/day" and unit == "mg":
-                dose, out_unit = amount, "mg"
-            elif f.basis == "mcg/day" and unit == "mg":
-                dose, out_unit = amount * 1000, "mcg"
-            else:
-                excluded.append(MmeExcluded(
-                    med.label, med.order_id, ing,
-                    f"dose in {unit} does not fit the factor's basis ({f.basis})"))
-                continue
-            items.append(MmeItem(med.label, med.order_id, ing, dose, out_unit, f.factor,
-                                 dose * f.factor, f.status, f.source))
-    total = sum(i.mme for i in items)
-    return MmeResult(total, tuple(items), tuple(excluded), kb.mme_factor_set)
+        if med.current:
+            i, e = assess(kb, med, reasons.get(med.order_id, ()))
+            items += i
+            excluded += e
+    return MmeResult(sum(i.mme for i in items), tuple(items), tuple(excluded), kb.mme_factor_set)

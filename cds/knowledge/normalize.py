@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from functools import lru_cache
 
 from cachetools import LRUCache, cached
@@ -80,6 +80,9 @@ class NormalizedMed:
     authored: date | None = None
     dispensed: date | None = None
     supply_days: float | None = None
+    start: date | None = None  # bounds start, else authored, else dispensed
+    end: date | None = None  # bounds end (exclusive), when the order says
+    status: str = "active"
     rxcui: str | None = None
     matched_by: str | None = None
 
@@ -247,8 +250,19 @@ def _daily(order: MedicationOrder, ident: Identity) -> tuple[tuple[tuple[str, fl
     return tuple((i, v * per_day, u) for i, (v, u) in per_admin.items()), per_day, None
 
 
+def _window(order: MedicationOrder) -> tuple[date | None, date | None]:
+    t = order.timing
+    start = (t.bounds_start if t else None) or order.authored or order.dispensed
+    end = t.bounds_end if t else None
+    if end is None and t is not None and t.bounds_days and start is not None:
+        end = start + timedelta(days=t.bounds_days)
+    return start, end
+
+
 def normalize(kb: Knowledge, order: MedicationOrder) -> NormalizedMed:
+    start, end = _window(order)
     common = dict(
+        start=start, end=end, status=order.status,
         order_id=order.id, label=order.label, source=order.source, current=order.is_current,
         draft=order.draft, prescriber=order.prescriber, authored=order.authored,
         dispensed=order.dispensed, supply_days=order.supply_days, as_needed=order.as_needed,

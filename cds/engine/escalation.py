@@ -1,0 +1,181 @@
+"""Escalation rules: what the order and dispense history says as of the evaluation date.
+
+Exposure windows (docs/escalation.md): an active order covers its start through the
+evaluation date; a stopped order or a dispense covers [start, start + supply days), or
+[start, bounds end) when the order says; with neither, its start day only. On a given day a
+dispense does not add to an order for the same ingredients (the dispense fills the order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, timedelta
+from typing import Any
+
+from cds.engine.alerts import CompiledRule, Finding
+from cds.knowledge.facts import Facts
+from cds.knowledge.mme import assess, is_opioid
+from cds.knowledge.normalize import NormalizedMed
+from cds.knowledge.store import Knowledge
+from cds.rules.models import EscalationRule
+
+#: CDC 2022 glossary: long-term opioid therapy is use on most days for more than 3 months.
+LTOT_DAYS = 90
+#: Naloxone dispensed or ordered this recently still counts as "on file".
+NALOXONE_LOOKBACK_DAYS = 730
+
+
+def _window(med: NormalizedMed, as_of: date) -> tuple[date, date] | None:
+    start = med.start
+    if start is None:
+        return (as_of, as_of + timedelta(days=1)) if med.current else None
+    if med.current:
+        end = med.end or as_of + timedelta(days=1)
+        return start, max(end, start + timedelta(days=1))
+    if med.end is not None:
+        return start, med.end
+    days = med.supply_days or 1
+    return start, start + timedelta(days=days)
+
+
+class History:
+    """Opioid exposure episodes of one patient with their MME, for day-by-day questions."""
+
+    def __init__(self, kb: Knowledge, facts: Facts) -> None:
+        self.as_of = facts.as_of
+        self.episodes: list[tuple[date, date, NormalizedMed, float]] = []
+        for med in (*facts.meds, *facts.history):
+            if not any(is_opioid(kb, i) for i in med.ingredients):
+                continue
+            w = _window(med, facts.as_of)
+            if w is None or w[0] > facts.as_of:
+                continue
+            items, _ = assess(kb, med)
+            self.episodes.append((w[0], w[1], med, sum(i.mme for i in items)))
+
+    def active_on(self, day: date) -> list[tuple[NormalizedMed, float]]:
+        active = [(m, mme) for s, e, m, mme in self.episodes if s <= day < e]
+        ordered = {tuple(sorted(m.ingredients)) for m, _ in active if m.source != "dispense"}
+        return [(m, mme) for m, mme in active
+                if m.source != "dispense" or tuple(sorted(m.ingredients)) not in ordered]
+
+    def mme_on(self, day: date) -> float:
+        return sum(mme for _, mme in self.active_on(day))
+
+    def days_between(self, start: date, end: date) -> Iterable[date]:
+        """Days worth sampling in [start, end): window edges and every episode boundary."""
+        days = {start}
+        for s, e, _, _ in self.episodes:
+            for d in (s, e):
+                if start <= d < end:
+                    days.add(d)
+        return sorted(days)
+
+    def covered_days(self, start: date, end: date) -> int:
+        spans = sorted((max(s, start), min(e, end)) for s, e, _, _ in self.episodes
+                       if s < end and e > start)
+        total = 0
+        cur_s: date | None = None
+        cur_e: date | None = None
+        for s, e in spans:
+            if cur_e is None or s > cur_e:
+                if cur_s is not None and cur_e is not None:
+                    total += (cur_e - cur_s).days
+                cur_s, cur_e = s, e
+            else:
+                cur_e = max(cur_e, e)
+        if cur_s is not None and cur_e is not None:
+            total += (cur_e - cur_s).days
+        return total
+
+    def long_term(self, as_of: date) -> bool:
+        start = as_of - timedelta(days=LTOT_DAYS)
+        earliest = min((s for s, _, _, _ in self.episodes), default=None)
+        return (earliest is not None and earliest <= start
+                and self.covered_days(start, as_of + timedelta(days=1)) > LTOT_DAYS / 2)
+
+
+def _opioids_now(kb: Knowledge, facts: Facts) -> tuple[NormalizedMed, ...]:
+    return tuple(m for m in facts.meds if any(is_opioid(kb, i) for i in m.ingredients))
+
+
+def _finding(cr: CompiledRule, meds: Iterable[NormalizedMed], values: dict[str, Any]) -> Finding:
+    meds = tuple(meds)
+    return Finding(cr, meds, values, 0.0, ("escalation", cr.rule.kind))
+
+
+def match(kb: Knowledge, cr: CompiledRule, r: EscalationRule, facts: Facts) -> Finding | None:
+    now = facts.mme.total
+    opioids = _opioids_now(kb, facts)
+    if r.kind == "no-naloxone":
+        if not opioids:
+            return None
+        reasons = []
+        if r.threshold is not None and now >= r.threshold:
+            reasons.append(f"{now:.1f} MME/day (>= {r.threshold:g})")
+        for c in r.with_classes:
+            if facts.has(c):
+                names = ", ".join(facts.meds[i].label for i in facts.meds_with(c))
+                reasons.append(f"with {c}: {names}")
+        if not reasons:
+            return None
+        since = facts.as_of - timedelta(days=NALOXONE_LOOKBACK_DAYS)
+        for med in (*facts.meds, *facts.history):
+            if any(kb.classes.is_a(i, ref) for i in med.ingredients for ref in r.naloxone):
+                if med.current or (med.start or med.dispensed or date.min) >= since:
+                    return None
+        return _finding(cr, opioids, {"mme": round(now, 1), "why": "; ".join(reasons)})
+
+    history = History(kb, facts)
+    as_of = facts.as_of
+    if r.kind == "long-term-opioid":
+        assert r.days is not None
+        if not opioids:
+            return None
+        start = as_of - timedelta(days=r.days)
+        earliest = min((s for s, _, _, _ in history.episodes), default=None)
+        covered = history.covered_days(start, as_of + timedelta(days=1))
+        if earliest is None or earliest > start or covered <= r.days / 2:
+            return None
+        return _finding(cr, opioids, {"days": r.days, "covered": covered,
+                                      "since": earliest.isoformat(), "mme": round(now, 1)})
+    if r.kind == "multiple-prescribers":
+        assert r.days is not None
+        since = as_of - timedelta(days=r.days)
+        prescribers: dict[str, list[NormalizedMed]] = {}
+        for s, _, med, _ in history.episodes:
+            if since <= s <= as_of and med.prescriber:
+                prescribers.setdefault(med.prescriber, []).append(med)
+        if len(prescribers) < r.min_prescribers:
+            return None
+        meds = [m for ms in prescribers.values() for m in ms]
+        return _finding(cr, meds, {"count": len(prescribers), "days": r.days,
+                                   "prescribers": ", ".join(sorted(prescribers))})
+    assert r.days is not None
+    then = as_of - timedelta(days=r.days)
+    baseline = history.mme_on(then)
+    if r.kind == "mme-increase":
+        assert r.percent is not None
+        if baseline <= 0 or now < baseline * (1 + r.percent / 100):
+            return None
+        return _finding(cr, opioids, {"mme": round(now, 1), "baseline": round(baseline, 1),
+                                      "since": then.isoformat(), "days": r.days,
+                                      "change": f"+{(now / baseline - 1) * 100:.0f}%"})
+    if r.kind == "mme-crossing":
+        assert r.threshold is not None
+        if now < r.threshold:
+            return None
+        before = max((history.mme_on(d) for d in history.days_between(then, as_of)), default=0.0)
+        if before >= r.threshold:
+            return None
+        return _finding(cr, opioids, {"mme": round(now, 1), "threshold": r.threshold,
+                                      "before": round(before, 1), "days": r.days})
+    # rapid-taper: a fall of `percent` or more within `days` after long-term therapy
+    assert r.percent is not None
+    if baseline <= 0 or now > baseline * (1 - r.percent / 100) or not history.long_term(then):
+        return None
+    stopped = now == 0
+    meds = opioids or tuple(m for m, _ in history.active_on(then))
+    return _finding(cr, meds, {
+        "mme": round(now, 1), "baseline": round(baseline, 1), "since": then.isoformat(),
+        "days": r.days, "change": "stopped" if stopped else f"-{(1 - now / baseline) * 100:.0f}%"})

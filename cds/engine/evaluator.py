@@ -1,0 +1,92 @@
+"""The engine: Patient -> Facts -> Findings -> Alerts, behind one interface for both backends.
+
+`Engine` is immutable after construction, keeps nothing between patients, is safe to share
+between threads (the durable backend serializes itself) and pickles for worker processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+from typing import Literal, Protocol
+
+from cds.engine.alerts import Alert, Finding, Result
+from cds.engine.compile import CompiledPacks
+from cds.engine.prioritize import to_alerts
+from cds.knowledge.facts import Facts, build_facts
+from cds.knowledge.store import Knowledge, default_knowledge
+from cds.patient import MedicationOrder, Patient
+from cds.rules.loader import Pack
+from cds.rules.registry import load_packs
+
+Backend = Literal["indexed", "durable"]
+
+
+class Matcher(Protocol):
+    def match(self, facts: Facts) -> list[Finding]: ...
+
+
+class Engine:
+    def __init__(self, packs: Sequence[Pack], kb: Knowledge | None = None,
+                 backend: Backend = "indexed") -> None:
+        self.kb = kb or default_knowledge()
+        self.packs = tuple(packs)
+        self.backend: Backend = backend
+        self.compiled = CompiledPacks.build(self.kb, list(self.packs))
+        self.matcher: Matcher
+        if backend == "durable":
+            from cds.engine.durable_backend import DurableMatcher
+
+            self.matcher = DurableMatcher(self.compiled)
+        elif backend == "indexed":
+            self.matcher = self.compiled
+        else:
+            raise ValueError(f"unknown engine backend {backend!r} (indexed, durable)")
+
+    @property
+    def pack_refs(self) -> tuple[str, ...]:
+        return tuple(p.ref for p in self.packs)
+
+    def facts(self, patient: Patient, as_of: date | None = None,
+              draft_orders: Iterable[MedicationOrder] = ()) -> Facts:
+        drafts = [o if o.draft else o.model_copy(update={"draft": True}) for o in draft_orders]
+        return build_facts(self.kb, patient, as_of, drafts)
+
+    def alerts(self, facts: Facts) -> list[Alert]:
+        alerts = to_alerts(self.matcher.match(facts), facts)
+        return self._referrals(alerts, facts)
+
+    def evaluate(self, patient: Patient, as_of: date | None = None,
+                 draft_orders: Iterable[MedicationOrder] = ()) -> Result:
+        facts = self.facts(patient, as_of, draft_orders)
+        return Result(patient=patient.id, as_of=facts.as_of, packs=self.pack_refs,
+                      knowledge=self.kb.version, mme=facts.mme, unrecognized=facts.unrecognized,
+                      alerts=tuple(self.alerts(facts)))
+
+    def _referrals(self, alerts: list[Alert], facts: Facts) -> list[Alert]:
+        """Each pack's escalation policy: when its alerts add up to a referral suggestion."""
+        out = alerts
+        for pack in self.packs:
+            ref = pack.meta.escalation.referral
+            if ref is None:
+                continue
+            mine = [a for a in out if a.pack == pack.ref]
+            esc = [a for a in mine if a.family == "escalation"]
+            due = ((ref.min_mme is not None and facts.mme.total >= ref.min_mme)
+                   or (ref.min_escalation_alerts is not None
+                       and len(esc) >= ref.min_escalation_alerts))
+            if not due:
+                continue
+            targets = {a.id for a in mine if a.family in ("mme", "escalation")}
+            out = [replace(a, role=ref.role, actions=(*a.actions, ref.text))
+                   if a.id in targets else a for a in out]
+        return out
+
+
+def load_engine(packs: Iterable[str] | None = None, *, roots: Iterable[Path | str] = (),
+                backend: Backend = "indexed", kb: Knowledge | None = None) -> Engine:
+    """Build an engine over installed packs: `None` takes the newest of each."""
+    kb = kb or default_knowledge()
+    return Engine(load_packs(kb, list(packs) if packs is not None else None, roots), kb, backend)

@@ -1,0 +1,98 @@
+"""Rationale text: the rule's template, then the values used, then the sources.
+
+Every alert states the numbers it stands on (doses, MME arithmetic, CrCl with its inputs,
+Child-Pugh points) so that a pharmacist can check it without opening the engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cds.engine.alerts import Finding
+from cds.knowledge.facts import Facts
+from cds.rules.models import InteractionRule
+
+
+class _Safe(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def fill(template: str, values: dict[str, Any]) -> str:
+    try:
+        return template.format_map(_Safe(values))
+    except (ValueError, IndexError, AttributeError):
+        return template
+
+
+def _g(x: float) -> str:
+    return f"{x:.1f}".rstrip("0").rstrip(".")
+
+
+def renal_inputs(facts: Facts) -> str:
+    r = facts.renal
+    parts = []
+    if r.crcl is not None:
+        scr = r.creatinine
+        when = f" on {scr.date.isoformat()}" if scr and scr.date else ""
+        parts.append(
+            f"CrCl {_g(r.crcl.value)} mL/min (Cockcroft-Gault: age {facts.age}, {facts.sex}, "
+            f"{r.crcl.weight_basis} weight {_g(r.crcl.weight_kg)} kg, "
+            f"SCr {scr.value:.2f} mg/dL{when})" if scr else f"CrCl {_g(r.crcl.value)} mL/min")
+    if r.egfr is not None:
+        parts.append(f"eGFR {_g(r.egfr)} mL/min/1.73m2 ({r.egfr_basis})")
+    return "; ".join(parts) or "no kidney function on file"
+
+
+def mme_breakdown(facts: Facts) -> str:
+    items = "; ".join(f"{i.medication}: {_g(i.daily_dose)} {i.unit}{'' if i.unit == 'mcg/h' else '/day'}"
+                      f" x {i.factor:g} = {_g(i.mme)}" + (" (analytic factor)"
+                                                           if i.factor_status == "analytic" else "")
+                      for i in facts.mme.items)
+    out = f"Total {_g(facts.mme.total)} MME/day ({facts.mme.factor_set} factors)"
+    if items:
+        out += f": {items}"
+    if facts.mme.excluded:
+        out += ". Not counted: " + "; ".join(f"{e.medication} ({e.reason})"
+                                             for e in facts.mme.excluded)
+    return out
+
+
+def values_used(f: Finding, facts: Facts) -> str:
+    fam = f.rule.family
+    rule = f.rule.rule
+    if isinstance(rule, InteractionRule):
+        return f"Mechanism: {rule.mechanism} Management: {rule.management}"
+    if fam == "mme" or (fam == "escalation" and facts.mme.items):
+        return mme_breakdown(facts) + "."
+    if fam == "renal":
+        return f"Values: {renal_inputs(facts)}."
+    if fam == "hepatic" and facts.hepatic is not None:
+        cp = facts.hepatic
+        if cp.score is None:
+            return f"Values: Child-Pugh class {cp.cls} (as recorded)."
+        pts = ", ".join(f"{n} {p}" for n, p in cp.points)
+        return f"Values: Child-Pugh class {cp.cls}, score {cp.score} ({pts})."
+    if fam == "burden":
+        extra = []
+        if facts.age is not None:
+            extra.append(f"age {facts.age}")
+        extra.append(f"{len(facts.cns_active)} CNS-active medication(s)")
+        if facts.acb_items:
+            extra.append(f"anticholinergic burden {facts.acb_total} ("
+                         + ", ".join(f"{i} {s}" for _, i, s in facts.acb_items) + ")")
+        return "Values: " + "; ".join(extra) + "."
+    return ""
+
+
+def rationale(f: Finding, facts: Facts) -> str:
+    rule = f.rule.rule
+    text = fill(rule.rationale.strip(), f.values)
+    used = values_used(f, facts)
+    parts = [text]
+    if used:
+        parts.append(used)
+    if rule.evidence != "confirmed":
+        parts.append(f"Evidence status: {rule.evidence} (see the pack's sources).")
+    parts.append("Sources: " + "; ".join(rule.sources) + ".")
+    return " ".join(p if p.endswith((".", ")")) else p + "." for p in parts)

@@ -1,0 +1,151 @@
+"""Patient -> Facts: everything rules look at, computed once per patient, then immutable.
+
+Rules never touch the pydantic Patient: they read these plain dataclasses, which keeps
+validation out of the hot path and makes evaluation a pure function of (Facts, packs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+
+from cds.knowledge.hepatic import ChildPugh, child_pugh
+from cds.knowledge.mme import MmeResult, compute_mme, is_opioid
+from cds.knowledge.normalize import NormalizedMed, normalize
+from cds.knowledge.renal import CrCl, ckd_epi_2021, cockcroft_gault
+from cds.knowledge.store import Knowledge
+from cds.patient import MedicationOrder, Patient
+
+CNS_ACTIVE_CLASS = "cns-active-beers"
+
+
+@dataclass(frozen=True, slots=True)
+class LabValue:
+    value: float
+    date: date | None
+
+
+@dataclass(frozen=True, slots=True)
+class RenalFunction:
+    crcl: CrCl | None
+    egfr: float | None
+    egfr_basis: str | None  # "measured" | "CKD-EPI 2021"
+    creatinine: LabValue | None
+    measured_on: date | None
+
+
+@dataclass(frozen=True)
+class Facts:
+    patient_id: str
+    as_of: date
+    age: int | None
+    sex: str
+    weight_kg: float | None
+    height_cm: float | None
+    meds: tuple[NormalizedMed, ...]  # current medications, draft orders included
+    history: tuple[NormalizedMed, ...]  # stopped orders and dispenses, for escalation rules
+    unrecognized: tuple[NormalizedMed, ...]
+    renal: RenalFunction
+    hepatic: ChildPugh | None
+    hepatic_missing: tuple[str, ...]  # inputs missing for Child-Pugh
+    mme: MmeResult
+    acb_total: int
+    acb_items: tuple[tuple[str, str, int], ...]  # (medication, ingredient, score)
+    cns_active: tuple[int, ...]  # indexes into meds
+    conditions: tuple[tuple[str | None, str | None], ...]  # (code, text) active
+    med_classes: tuple[frozenset[str], ...]  # per current med: ingredients and their classes
+    present: frozenset[str] = field(default=frozenset())  # union of med_classes
+
+    def meds_with(self, ref: str) -> list[int]:
+        """Indexes of current meds whose ingredient is, or belongs to, `ref`."""
+        if ref not in self.present:
+            return []
+        return [i for i, cls in enumerate(self.med_classes) if ref in cls]
+
+    def has(self, ref: str) -> bool:
+        return ref in self.present
+
+
+def _renal(patient: Patient, age: int | None, female: bool) -> RenalFunction:
+    scr = patient.latest("creatinine")
+    weight = patient.latest("weight")
+    height = patient.latest("height")
+    measured = patient.latest("egfr")
+    crcl = None
+    egfr = None
+    basis = None
+    if scr is not None and age is not None and scr.value > 0:
+        if weight is not None and weight.value > 0:
+            crcl = cockcroft_gault(age, weight.value, scr.value, female,
+                                   height.value if height else None)
+        if patient.sex in ("female", "male"):
+            egfr, basis = ckd_epi_2021(age, scr.value, female), "CKD-EPI 2021"
+    if measured is not None and (scr is None or (measured.date or date.min) >= (scr.date or date.min)):
+        egfr, basis = measured.value, "measured"
+    dates = [d for d in (scr.date if scr else None, measured.date if measured else None) if d]
+    return RenalFunction(crcl, egfr, basis, LabValue(scr.value, scr.date) if scr else None,
+                         max(dates) if dates else None)
+
+
+def _hepatic(patient: Patient) -> tuple[ChildPugh | None, tuple[str, ...]]:
+    if patient.child_pugh_class:
+        return ChildPugh(None, patient.child_pugh_class), ()
+    bili, alb, inr = (patient.latest(k) for k in ("bilirubin", "albumin", "inr"))
+    missing = tuple(n for n, v in (("bilirubin", bili), ("albumin", alb), ("INR", inr),
+                                   ("ascites", patient.ascites),
+                                   ("encephalopathy", patient.encephalopathy)) if v is None)
+    if missing or bili is None or alb is None or inr is None:
+        return None, missing
+    assert patient.ascites is not None and patient.encephalopathy is not None
+    return child_pugh(bili.value, alb.value, inr.value, patient.ascites,
+                      patient.encephalopathy), ()
+
+
+def build_facts(kb: Knowledge, patient: Patient, as_of: date | None = None,
+                extra_orders: Iterable[MedicationOrder] = ()) -> Facts:
+    day = as_of or date.today()
+    age = patient.age_on(day)
+    female = patient.sex == "female"
+    current: list[NormalizedMed] = []
+    history: list[NormalizedMed] = []
+    unrecognized: list[NormalizedMed] = []
+    reasons: dict[str, tuple[tuple[str | None, str | None], ...]] = {}
+    for order in (*patient.medications, *extra_orders):
+        med = normalize(kb, order)
+        if order.reasons:
+            reasons[order.id] = tuple((c.code, c.display) for c in order.reasons)
+        if not med.recognized:
+            if med.current:
+                unrecognized.append(med)
+            continue
+        (current if med.current else history).append(med)
+    graph = kb.classes
+    med_classes = tuple(
+        frozenset(m.ingredients).union(*(graph.ancestors(i) for i in m.ingredients))
+        for m in current
+    )
+    acb_items = []
+    scores = kb.anticholinergic.scores
+    for m in current:
+        for ing in m.ingredients:
+            if ing in scores:
+                acb_items.append((m.label, ing, scores[ing]))
+    cns = tuple(i for i, cls in enumerate(med_classes) if CNS_ACTIVE_CLASS in cls)
+    hepatic, hepatic_missing = _hepatic(patient)
+    weight = patient.latest("weight")
+    height = patient.latest("height")
+    return Facts(
+        patient_id=patient.id, as_of=day, age=age, sex=patient.sex,
+        weight_kg=weight.value if weight else None, height_cm=height.value if height else None,
+        meds=tuple(current), history=tuple(history), unrecognized=tuple(unrecognized),
+        renal=_renal(patient, age, female), hepatic=hepatic, hepatic_missing=hepatic_missing,
+        mme=compute_mme(kb, current, reasons),
+        acb_total=sum(s for _, _, s in acb_items), acb_items=tuple(acb_items), cns_active=cns,
+        conditions=tuple((c.code, c.text) for c in patient.conditions if c.status == "active"),
+        med_classes=med_classes, present=frozenset().union(*med_classes),
+    )
+
+
+def opioid_meds(kb: Knowledge, meds: Iterable[NormalizedMed]) -> list[NormalizedMed]:
+    return [m for m in meds if any(is_opioid(kb, i) for i in m.ingredients)]
