@@ -1,0 +1,256 @@
+"""FHIR R4 Bundle (or a single resource) -> Patient.
+
+Reads Patient, Observation, Condition, Medication, MedicationRequest, MedicationStatement
+and MedicationDispense; every other resource type is ignored. Each resource is read by a
+function the bulk NDJSON reader reuses record by record.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from cds.errors import InputError
+from cds.io._fhir import (
+    LOINC,
+    as_dict,
+    codings,
+    concept_text,
+    label,
+    normalize_reference,
+    resource_node,
+    status_code,
+)
+from cds.io._shape import Node, first_validation_error, guarded, kind_of
+from cds.io.fhir_meds import SOURCES, fhir_medication_order
+from cds.patient import Condition, MedicationOrder, Observation, ObservationKind, Patient
+from cds.units import canonical_unit
+
+#: LOINC codes read, and the observation kind each one is.
+LOINC_KINDS: dict[str, ObservationKind] = {
+    "29463-7": "weight",  # Body weight
+    "3141-9": "weight",  # Body weight Measured
+    "8302-2": "height",  # Body height
+    "2160-0": "creatinine",  # Creatinine [Mass/volume] in Serum or Plasma
+    "14682-9": "creatinine",  # Creatinine [Moles/volume] in Serum or Plasma
+    "98979-8": "egfr",  # eGFR creatinine-based, CKD-EPI 2021
+    "33914-3": "egfr",  # eGFR creatinine-based, MDRD
+    "62238-1": "egfr",  # eGFR creatinine-based, CKD-EPI
+    "48642-3": "egfr",  # eGFR among non-blacks (MDRD)
+    "48643-1": "egfr",  # eGFR among blacks (MDRD)
+    "50044-7": "egfr",  # eGFR among females (MDRD)
+    "88293-6": "egfr",  # eGFR among blacks (CKD-EPI)
+    "88294-4": "egfr",  # eGFR among non-blacks (CKD-EPI)
+    "1975-2": "bilirubin",  # Bilirubin.total
+    "1751-7": "albumin",  # Albumin
+    "6301-6": "inr",  # INR
+}
+
+#: Statuses that mean "this resource should not have existed": skipped, not read.
+_WITHDRAWN = frozenset({"entered-in-error", "cancelled"})
+_SEXES = frozenset({"female", "male", "other", "unknown"})
+
+
+@guarded(lambda resource: label(resource))
+def fhir_patient_demographics(resource: dict[str, Any]) -> dict[str, Any]:
+    """Patient resource -> {"id", "birth_date", "sex"} (the Patient model's field names)."""
+    node = resource_node(resource, "Patient")
+    rid = node.string("id")
+    if rid is None:
+        raise InputError("Patient has no id", field=node.at("id"))
+    gender = node.string("gender")
+    if gender is not None and gender.lower() not in _SEXES:
+        raise InputError(f"unknown gender {gender!r} (use {', '.join(sorted(_SEXES))})",
+                         field=node.at("gender"))
+    return {"id": rid, "birth_date": node.date("birthDate"),
+            "sex": gender.lower() if gender else "unknown"}
+
+
+@guarded(lambda resource: label(resource))
+def fhir_observation(resource: dict[str, Any]) -> Observation | None:
+    """Observation -> Observation, or None if its code is not one the rules use.
+
+    Withdrawn observations (entered-in-error, cancelled) and ones that say why they have no
+    value (dataAbsentReason) are skipped; a known code with no value or an unknown unit is
+    an error, because silently dropping a creatinine could hide a renal-dose alert.
+    A comparator ("<", ">") is not kept: the bound is read as the value.
+    """
+    node = resource_node(resource, "Observation")
+    found = [(code, system) for system, code, _ in codings(node.obj("code"))
+             if system in (LOINC, None) and code in LOINC_KINDS]
+    if not found or node.string("status") in _WITHDRAWN:
+        return None
+    code = found[0][0]
+    quantity = node.obj("valueQuantity")
+    if quantity is None:
+        if node.has("dataAbsentReason"):
+            return None
+        raise InputError(f"LOINC {code} observation has no valueQuantity",
+                         field=node.at("valueQuantity"))
+    value = quantity.number("value")
+    if value is None:
+        raise InputError("valueQuantity has no value", field=quantity.at("value"))
+    unit_key, unit = _unit(quantity)
+    period = node.obj("effectivePeriod")
+    when = (node.date("effectiveDateTime") or node.date("effectiveInstant")
+            or (period.date("start") if period is not None else None) or node.date("issued"))
+    try:
+        # model_validate, not __init__: the unit-converting validator returns a copy
+        return Observation.model_validate({"kind": LOINC_KINDS[code], "value": value,
+                                           "unit": unit, "date": when, "code": code})
+    except ValidationError as e:
+        msg = str(e.errors(include_url=False)[0]["msg"]).removeprefix("Value error, ")
+        raise InputError(msg, field=quantity.at(unit_key)) from None
+
+
+def _unit(quantity: Node) -> tuple[str, str | None]:
+    """(key, unit): `unit` unless only `code` is one we know (UCUM code beats a display)."""
+    unit, code = quantity.string("unit"), quantity.string("code")
+    if unit is not None and (canonical_unit(unit) is not None or code is None
+                             or canonical_unit(code) is None):
+        return "unit", unit
+    if code is not None:
+        return "code", code
+    return "unit", None
+
+
+@guarded(lambda resource: label(resource))
+def fhir_condition(resource: dict[str, Any]) -> Condition:
+    """Condition -> Condition. A refuted or entered-in-error verification becomes the status,
+    so nothing downstream mistakes it for an active problem."""
+    node = resource_node(resource, "Condition")
+    concept = node.obj("code")
+    found = codings(concept)
+    system, code = (found[0][0], found[0][1]) if found else (None, None)
+    status = status_code(node, "clinicalStatus") or "active"
+    verification = status_code(node, "verificationStatus")
+    if verification in ("refuted", "entered-in-error"):
+        status = verification
+    period = node.obj("onsetPeriod")
+    onset = node.date("onsetDateTime") or (period.date("start") if period is not None else None)
+    return Condition(code=code, system=system, text=concept_text(concept), status=status,
+                     onset=onset)
+
+
+def patient_from_fhir(bundle: dict[str, Any], *, source: str | None = None) -> Patient:
+    """A FHIR R4 Bundle, or one resource, -> Patient. `source` names the input in errors."""
+    try:
+        return _patient_from_fhir(bundle)
+    except InputError as e:
+        raise e.at(file=source) from None
+    except ValidationError as e:
+        raise first_validation_error(e).at(file=source) from None
+
+
+def _patient_from_fhir(bundle: object) -> Patient:
+    entries = _entries(bundle)
+    meds: dict[str, dict[str, Any]] = {}
+    others: dict[str, dict[str, Any]] = {}
+    patients: list[tuple[str | None, dict[str, Any]]] = []
+    for full_url, res, _ in entries:
+        index = meds if res.get("resourceType") == "Medication" else others
+        for key in _keys(full_url, res):
+            index[key] = res
+        if res.get("resourceType") == "Patient":
+            patients.append((full_url, res))
+    demographics = _demographics(patients, entries)
+    me = _identities(demographics["id"], patients)
+    observations: list[Observation] = []
+    conditions: list[Condition] = []
+    orders: list[MedicationOrder] = []
+    for full_url, res, where in entries:
+        rtype = res.get("resourceType")
+        if rtype not in ("Observation", "Condition", *SOURCES):
+            continue
+        try:
+            _check_subject(res, me)
+            if rtype == "Observation":
+                obs = fhir_observation(res)
+                if obs is not None:
+                    observations.append(obs)
+            elif rtype == "Condition":
+                condition = fhir_condition(res)
+                if condition.status != "entered-in-error":
+                    conditions.append(condition)
+            elif not (res.get("doNotPerform") is True
+                      or res.get("status") == "entered-in-error"):
+                orders.append(fhir_medication_order(res, meds, resources=others,
+                                                    fallback_id=full_url))
+        except InputError as e:
+            raise (e if res.get("id") else e.at(record=where)) from None
+    return Patient(**demographics, observations=observations, conditions=conditions,
+                   medications=orders)
+
+
+def _entries(bundle: object) -> list[tuple[str | None, dict[str, Any], str]]:
+    """(fullUrl, resource, where) of every entry that has a resource."""
+    if not isinstance(bundle, dict):
+        raise InputError(f"expected a FHIR resource object, got {kind_of(bundle)}")
+    top = Node(bundle, "")
+    rtype = top.string("resourceType")
+    if rtype is None:
+        raise InputError("not a FHIR resource: no resourceType", field="resourceType")
+    if rtype != "Bundle":
+        return [(None, bundle, rtype)]
+    out = []
+    for entry in Node(bundle, "Bundle").objs("entry"):
+        res = entry.obj("resource")
+        if res is None:
+            continue
+        res_type = res.string("resourceType")
+        if res_type is None:
+            raise InputError("resource has no resourceType", field=res.at("resourceType"))
+        out.append((entry.string("fullUrl"), res.data, entry.path))
+    return out
+
+
+def _keys(full_url: str | None, res: dict[str, Any]) -> list[str]:
+    """Every way another resource in the bundle may refer to this one."""
+    keys = [full_url] if full_url else []
+    rid = res.get("id")
+    if isinstance(rid, str) and rid:
+        keys.append(f"{res['resourceType']}/{rid}")
+    return keys
+
+
+def _demographics(patients: list[tuple[str | None, dict[str, Any]]],
+                  entries: list[tuple[str | None, dict[str, Any], str]]) -> dict[str, Any]:
+    """The one patient of the bundle: a bundle mixing two patients is refused, because
+    one patient's medications would be checked against another's labs."""
+    if patients:
+        found = [fhir_patient_demographics(res) for _, res in patients]
+        ids = sorted({d["id"] for d in found})
+        if len(ids) > 1:
+            raise InputError(f"bundle holds more than one patient: {', '.join(ids)}",
+                             field="Bundle.entry")
+        return found[0]
+    for _, res, _ in entries:  # no Patient resource: take the id from a subject reference
+        ref = _subject(res)
+        if ref is not None and ref.startswith("Patient/") and len(ref) > len("Patient/"):
+            return {"id": ref.removeprefix("Patient/")}
+    raise InputError("no Patient resource and no subject reference to name the patient",
+                     field="Bundle.entry")
+
+
+def _identities(pid: str, patients: list[tuple[str | None, dict[str, Any]]]) -> set[str]:
+    me = {f"Patient/{pid}"}
+    me.update(url for url, _ in patients if url)
+    return me
+
+
+def _subject(res: dict[str, Any]) -> str | None:
+    ref = as_dict(res.get("subject")) or as_dict(res.get("patient"))
+    target = ref.get("reference") if ref else None
+    return normalize_reference(target) if isinstance(target, str) else None
+
+
+def _check_subject(res: dict[str, Any], me: set[str]) -> None:
+    """Refuse a resource that names another patient as its subject."""
+    ref = _subject(res)
+    if ref is None or ref in me or any(ref.endswith("/" + m) for m in me if "/" in m):
+        return
+    if "Patient/" in ref or (ref.startswith("urn:") and any(m.startswith("urn:") for m in me)):
+        key = "subject" if as_dict(res.get("subject")) else "patient"
+        raise InputError(f"refers to another patient ({ref}, expected "
+                         f"{' or '.join(sorted(me))})", field=f"{label(res)}.{key}.reference")
