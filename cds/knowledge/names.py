@@ -17,6 +17,8 @@ _LAST = re.compile(
     r"\s+(?P<form>[A-Za-z][A-Za-z \-]*?)\s*$"
 )
 _DURATION = re.compile(r"^(?P<hours>\d+)\s+HR\s+")
+#: RxNorm name prefixes that qualify the product, not the ingredient.
+_QUALIFIERS = re.compile(r"^(?:(?:Abuse-Deterrent|Sprinkle|Osmotic|PMDD)\s+)+")
 _BRAND = re.compile(r"\s*\[(?P<brand>[^\]]+)\]\s*$")
 
 #: Dose form words -> (route, form category). Longest phrases first.
@@ -28,6 +30,7 @@ _FORMS: list[tuple[str, str, str]] = [
     ("sublingual film", "sublingual", "film"),
     ("sublingual tablet", "sublingual", "tablet"),
     ("sublingual spray", "sublingual", "spray"),
+    ("mucosal spray", "sublingual", "spray"),
     ("oral lozenge", "buccal", "lozenge"),
     ("lozenge", "buccal", "lozenge"),
     ("nasal spray", "nasal", "spray"),
@@ -92,6 +95,7 @@ def parse_rxnorm_name(name: str) -> ParsedName | None:
     if b:
         brand = b.group("brand")
         text = text[: b.start()].strip()
+    text = _QUALIFIERS.sub("", text)
     hours = None
     d = _DURATION.match(text)
     if d:
