@@ -36,6 +36,16 @@ def test_native_example_matches_fhir_example() -> None:
     assert p == read_patient(EXAMPLES / "patient-oxycodone-fentanyl.json")
 
 
+def test_documented_example_is_valid() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "native-format.md").read_text()
+    block = doc.split("```json\n", 1)[1].split("```", 1)[0]
+    p = patient_from_native(json.loads(block))
+    weight, albumin = p.latest("weight"), p.latest("albumin")
+    assert weight is not None and round(weight.value, 1) == 69.9
+    assert albumin is not None and albumin.value == 3.5
+    assert [m.is_current for m in p.medications] == [True, False]
+
+
 def test_format_marker_is_optional_and_checked() -> None:
     data = native()
     with_marker = patient_from_native(data)
