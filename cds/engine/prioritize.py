@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Iterable
 
 from cds.engine.alerts import Alert, Finding, Suggestion
-from cds.engine.rationale import rationale
+from cds.engine.rationale import fill, rationale
 from cds.knowledge.facts import Facts
 
 SEVERITY_BASE = {"critical": 400, "high": 300, "moderate": 200, "low": 100, "info": 0}
@@ -102,6 +102,12 @@ def _suggestions(f: Finding) -> tuple[Suggestion, ...]:
     return tuple(out)
 
 
+def _summary(template: str, values: dict[str, object]) -> str:
+    """The rule's summary with its values filled in, held to CDS Hooks' 140 characters."""
+    text = fill(template, values)
+    return text if len(text) <= 140 else text[:139] + "…"
+
+
 def to_alerts(findings: Iterable[Finding], facts: Facts) -> list[Alert]:
     base = risk_modifiers(facts)
     alerts = []
@@ -117,7 +123,7 @@ def to_alerts(findings: Iterable[Finding], facts: Facts) -> list[Alert]:
             id=digest, rule=best.rule.ref, pack=best.rule.pack_ref,
             pack_digest=best.rule.pack_digest, family=best.rule.family,
             severity=rule.severity, priority=priority(best, base),
-            summary=rule.summary if len(rule.summary) <= 140 else rule.summary[:139] + "…",
+            summary=_summary(rule.summary, best.values),
             rationale=rationale(best, facts), medications=tuple(m.label for m in meds),
             sources=tuple(dict.fromkeys([*rule.sources,
                                          *(s for o in others for s in o.rule.rule.sources)])),

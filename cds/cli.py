@@ -1,0 +1,277 @@
+"""The `cds` command. Exit codes: 0 done, 1 findings that fail a check (lint, pack test),
+2 bad input (one message naming the file and field, never a traceback)."""
+
+from __future__ import annotations
+
+import sys
+from datetime import date
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cds.errors import CdsError, PackErrors
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Medication-safety decision support: check patients against rule packs.")
+pack_app = typer.Typer(no_args_is_help=True, help="Rule authors' tools: list, lint, test packs.")
+app.add_typer(pack_app, name="pack")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+SEVERITY_STYLE = {"critical": "bold white on red", "high": "bold red", "moderate": "yellow",
+                  "low": "cyan", "info": "dim"}
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class EngineName(str, Enum):
+    indexed = "indexed"
+    durable = "durable"
+
+
+PacksOpt = Annotated[list[str] | None, typer.Option(
+    "--pack", "-p", help="Pack to use, 'id' (newest) or 'id@version'; repeat. Default: all.")]
+RulesetsOpt = Annotated[list[Path] | None, typer.Option(
+    "--rulesets", help="Extra folder of installed packs; repeat.")]
+AsOfOpt = Annotated[str | None, typer.Option(
+    "--as-of", help="Evaluation date, YYYY-MM-DD (default: today).")]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _as_of(value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        fail(f"--as-of: {value!r} is not a date (YYYY-MM-DD)")
+
+
+def _engine(packs: list[str] | None, rulesets: list[Path] | None, backend: str = "indexed"):  # type: ignore[no-untyped-def]
+    from cds.engine.evaluator import load_engine
+
+    try:
+        return load_engine(packs, roots=rulesets or (), backend=backend)  # type: ignore[arg-type]
+    except PackErrors as e:
+        fail("rule packs failed to load:\n" + "\n".join(f"  {x}" for x in e.errors))
+
+
+@app.command()
+def check(
+    file: Annotated[Path, typer.Argument(help="Patient: FHIR R4 Bundle or native JSON.")],
+    format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+    pack: PacksOpt = None,
+    rulesets: RulesetsOpt = None,
+    as_of: AsOfOpt = None,
+    engine: Annotated[EngineName, typer.Option("--engine")] = EngineName.indexed,
+) -> None:
+    """Check one patient and print the MME, unrecognized medications and alerts."""
+    from cds.io import read_patient
+
+    try:
+        patient = read_patient(file)
+    except CdsError as e:
+        fail(str(e))
+    eng = _engine(pack, rulesets, engine.value)
+    result = eng.evaluate(patient, as_of=_as_of(as_of))
+    if format is Format.json:
+        sys.stdout.buffer.write(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
+        return
+    _print_result(result)
+
+
+def _print_result(result) -> None:  # type: ignore[no-untyped-def]
+    out.print(f"[bold]Patient[/] {result.patient}   as of {result.as_of}   "
+              f"packs: {', '.join(result.packs)}")
+    m = result.mme
+    t = Table(title=f"MME {m.total:.1f} mg/day ({m.factor_set})", title_justify="left")
+    for col in ("medication", "ingredient", "daily dose", "factor", "MME"):
+        t.add_column(col, justify="right" if col in ("factor", "MME") else "left")
+    for i in m.items:
+        t.add_row(i.medication, i.ingredient, f"{i.daily_dose:g} {i.unit}",
+                  f"{i.factor:g}" + (" (analytic)" if i.factor_status == "analytic" else ""),
+                  f"{i.mme:.1f}")
+    out.print(t)
+    for e in m.excluded:
+        out.print(f"  [dim]not counted:[/] {e.medication}: {e.reason}")
+    for u in result.unrecognized:
+        out.print(f"  [yellow]unrecognized:[/] {u.label}: {u.reason}")
+    if not result.alerts:
+        out.print("[green]No alerts.[/]")
+        return
+    t = Table(title=f"{len(result.alerts)} alert(s)", title_justify="left", show_lines=True)
+    t.add_column("prio", justify="right")
+    t.add_column("severity")
+    t.add_column("alert")
+    t.add_column("for")
+    for a in result.alerts:
+        t.add_row(str(a.priority), f"[{SEVERITY_STYLE[a.severity]}]{a.severity}[/]",
+                  f"[bold]{a.summary}[/]\n{a.rationale}\n[dim]{a.rule} ({a.pack})"
+                  + (f"; also {', '.join(a.also)}" if a.also else "") + "[/]"
+                  + "".join(f"\n-> {x}" for x in a.actions),
+                  a.role)
+    out.print(t)
+
+
+@app.command()
+def explain(
+    file: Annotated[Path, typer.Argument(help="Patient: FHIR R4 Bundle or native JSON.")],
+    rule: Annotated[str, typer.Option("--rule", help="Rule: 'pack/rule-id' or 'rule-id'.")],
+    pack: PacksOpt = None,
+    rulesets: RulesetsOpt = None,
+    as_of: AsOfOpt = None,
+) -> None:
+    """Why a rule did or did not fire for a patient: each condition and its value."""
+    from cds.engine.explain import explain as run_explain
+    from cds.io import read_patient
+
+    try:
+        patient = read_patient(file)
+    except CdsError as e:
+        fail(str(e))
+    eng = _engine(pack, rulesets)
+    facts = eng.facts(patient, as_of=_as_of(as_of))
+    try:
+        ex = run_explain(eng, facts, rule)
+    except PackErrors as e:
+        fail(str(e))
+    verdict = "[bold red]FIRED[/]" if ex.fired else "[green]did not fire[/]"
+    out.print(f"[bold]{ex.rule}[/] ({ex.pack}) for patient {patient.id}: {verdict}")
+    for c in ex.conditions:
+        mark = {True: "[green]yes[/]", False: "[red]no[/]", None: "[dim]-[/]"}[c.ok]
+        out.print(f"  {mark}  {c.text}: {c.value}")
+    if ex.alert_summary:
+        out.print(f"  alert: {ex.alert_summary}")
+
+
+@pack_app.command("list")
+def pack_list(rulesets: RulesetsOpt = None) -> None:
+    """Installed packs and versions."""
+    from cds.rules.registry import discover, rulesets_roots
+
+    t = Table()
+    for col in ("pack", "version", "title", "path"):
+        t.add_column(col)
+    for p in discover(rulesets_roots(rulesets or ())):
+        t.add_row(p.id, p.version, p.title, str(p.path))
+    out.print(t)
+
+
+def _load_pack_or_fail(path: Path):  # type: ignore[no-untyped-def]
+    from cds.knowledge.store import default_knowledge
+    from cds.rules.loader import load_pack
+
+    kb = default_knowledge()
+    try:
+        return load_pack(path, kb), kb
+    except PackErrors as e:
+        for x in e.errors:
+            err.print(f"[red]error[/] {x}", soft_wrap=True)
+        err.print(f"{len(e.errors)} error(s)")
+        raise typer.Exit(1) from None
+
+
+@pack_app.command("lint")
+def pack_lint(path: Annotated[Path, typer.Argument(help="Pack folder.")]) -> None:
+    """Validate a pack: schema, drug and class names, expressions; warn on weak spots."""
+    from cds.rules.lint import lint_warnings
+
+    p, kb = _load_pack_or_fail(path)
+    warnings = lint_warnings(p, kb)
+    for w in warnings:
+        out.print(f"[yellow]warning[/] {w}", soft_wrap=True)
+    out.print(f"[green]ok[/] {p.ref}: {len(p.rules)} rules, digest {p.digest}"
+              + (f", {len(warnings)} warning(s)" if warnings else ""))
+
+
+@pack_app.command("test")
+def pack_test(path: Annotated[Path, typer.Argument(help="Pack folder.")]) -> None:
+    """Run a pack's cases: expected versus got, and rules no case exercises."""
+    from cds.engine.casetest import test_pack
+
+    p, kb = _load_pack_or_fail(path)
+    try:
+        report = test_pack(p, kb)
+    except PackErrors as e:
+        for x in e.errors:
+            err.print(f"[red]error[/] {x}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    for o in report.outcomes:
+        where = f"{o.file}:{o.line}" if o.line else o.file
+        if o.ok:
+            out.print(f"[green]pass[/] {o.name}")
+        else:
+            out.print(f"[red]FAIL[/] {o.name} ({where})")
+            for f in o.failures:
+                out.print(f"     {f}")
+    if report.unexercised:
+        out.print(f"[yellow]rules no case expects to fire:[/] {', '.join(report.unexercised)}")
+    if report.untested_negative:
+        out.print(f"[yellow]rules no case expects not to fire:[/] "
+                  f"{', '.join(report.untested_negative)}")
+    failed = sum(not o.ok for o in report.outcomes)
+    out.print(f"{len(report.outcomes) - failed} passed, {failed} failed")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8080,
+    allow_unsigned: Annotated[bool, typer.Option(
+        "--allow-unsigned", help="Accept requests without a JWT. Development only.")] = False,
+    config: Annotated[Path | None, typer.Option("--config", help="Service config (YAML).")] = None,
+) -> None:
+    """Run the CDS Hooks service."""
+    from cds.service.server import run
+
+    run(host=host, port=port, allow_unsigned=allow_unsigned, config=config)
+
+
+@app.command()
+def panel(
+    input: Annotated[Path, typer.Argument(help="Bulk Data export folder (NDJSON) or CSV folder.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    resume: Annotated[bool, typer.Option("--resume", help="Finish an interrupted run.")] = False,
+    executor: Annotated[str, typer.Option("--executor", help="local or dask.")] = "local",
+    scheduler: Annotated[str | None, typer.Option("--scheduler", help="Dask scheduler address.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Local worker processes.")] = None,
+    pack: PacksOpt = None,
+    as_of: AsOfOpt = None,
+) -> None:
+    """Review a whole panel: alerts, worklist, quarantine and an HTML report."""
+    from cds.panel.run import run_panel
+
+    run_panel(input, out_dir, resume=resume, executor=executor, scheduler=scheduler,
+              workers=workers, packs=pack, as_of=_as_of(as_of))
+
+
+@app.command()
+def synth(
+    patients: Annotated[int, typer.Option("--patients", help="Number of patients.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Write a synthetic FHIR Bulk Data panel for demos, tests and benchmarks."""
+    from cds.panel.synth import write_panel
+
+    write_panel(patients, out_dir, seed=seed)
+    out.print(f"wrote {patients} patients to {out_dir}")
+
+
+def main() -> None:  # pragma: no cover
+    app()

@@ -1,0 +1,97 @@
+"""Pack test cases: a patient, the rules that must fire, the rules that must not.
+
+File format (`rulesets/<pack>/cases/*.yaml`):
+
+    cases:
+      - name: oxycodone with alprazolam
+        as_of: 2026-11-26
+        patient: {id: p1, birth_date: 1950-01-01, sex: female, medications: [...]}  # native
+        # or: patient_file: ../../../examples/patient.json  (FHIR Bundle or native, relative)
+        draft_orders: [...]          # optional native MedicationOrders, as CDS Hooks drafts
+        expect: [opioid-benzodiazepine]        # rule ids of this pack that must fire
+        expect_not: [mme-50]                   # rule ids that must not fire
+        expect_alerts:                         # optional details of fired alerts
+          - {rule: opioid-benzodiazepine, severity: high, medications: [...], role: prescriber}
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cds.errors import InputError, PackError, PackErrors
+from cds.patient import MedicationOrder, Patient
+
+
+class ExpectedAlert(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    rule: str
+    severity: str | None = None
+    medications: list[str] | None = None
+    role: str | None = None
+    summary_contains: str | None = None
+    rationale_contains: str | None = None
+
+
+class Case(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    as_of: date
+    patient: dict[str, Any] | None = None
+    patient_file: str | None = None
+    draft_orders: list[MedicationOrder] = Field(default_factory=list)
+    expect: list[str] = Field(default_factory=list)
+    expect_not: list[str] = Field(default_factory=list)
+    expect_alerts: list[ExpectedAlert] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_patient(self) -> Case:
+        if (self.patient is None) == (self.patient_file is None):
+            raise ValueError("a case needs exactly one of 'patient' or 'patient_file'")
+        return self
+
+
+class LoadedCase(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    case: Case
+    patient: Patient
+    file: str
+    line: int | None
+
+
+def load_cases(pack_dir: Path) -> list[LoadedCase]:
+    """Every case of a pack, each patient parsed; errors name the case file and line."""
+    from cds.io import patient_from_native, read_patient
+    from cds.rules.loader import LINE, _strip, _validation_errors, read_yaml
+
+    out: list[LoadedCase] = []
+    errors: list[PackError] = []
+    for path in sorted((pack_dir / "cases").glob("*.yaml")):
+        doc = read_yaml(path)
+        raw_cases = doc.get("cases") if isinstance(doc, dict) else None
+        if not isinstance(raw_cases, list):
+            errors.append(PackError("a case file must be a mapping with 'cases:'", file=str(path)))
+            continue
+        for raw in raw_cases:
+            line = raw.get(LINE) if isinstance(raw, dict) else None
+            try:
+                case = Case.model_validate(_strip(raw))
+            except ValidationError as e:
+                errors += _validation_errors(e, raw, str(path))
+                continue
+            try:
+                if case.patient_file:
+                    patient = read_patient(path.parent / case.patient_file)
+                else:
+                    assert case.patient is not None
+                    patient = patient_from_native(case.patient, source=f"{path}:{line}")
+            except InputError as e:
+                errors.append(PackError(f"case {case.name!r}: {e}", file=str(path), line=line))
+                continue
+            out.append(LoadedCase(case=case, patient=patient, file=str(path), line=line))
+    if errors:
+        raise PackErrors(errors)
+    return out

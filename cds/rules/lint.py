@@ -1,0 +1,47 @@
+"""Warnings for a pack that loads: things an author should look at, not errors."""
+
+from __future__ import annotations
+
+import string
+
+from cds.knowledge.store import Knowledge
+from cds.rules.loader import Pack, rule_refs
+
+#: Placeholders each rule type fills (see docs/rule-packs.md).
+PLACEHOLDERS: dict[str, set[str]] = {
+    "interaction": {"a", "b"},
+    "burden": {"count", "min", "drugs", "acb", "scores", "drug1", "drug2", "drug3"},
+    "mme": {"mme", "threshold"},
+    "renal": {"drug", "measure", "value", "action", "max_dose", "daily_dose"},
+    "renal-monitoring": {"state", "drugs", "max_age_days"},
+    "hepatic": {"drug", "child_pugh", "child_pugh_score", "action", "max_dose", "daily_dose"},
+    "escalation": {"mme", "why", "baseline", "since", "days", "change", "threshold", "before",
+                   "covered", "count", "prescribers"},
+    "expression": {"drugs"},
+}
+
+
+def _fields(template: str) -> set[str]:
+    try:
+        return {f for _, f, _, _ in string.Formatter().parse(template) if f}
+    except ValueError:
+        return {"<malformed braces>"}
+
+
+def lint_warnings(pack: Pack, kb: Knowledge) -> list[str]:
+    out: list[str] = []
+    for loaded in pack.rules:
+        r = loaded.rule
+        where = f"{loaded.file}:{loaded.line}, rule {r.id}"
+        for field, name in rule_refs(r):
+            status = kb.classes.graph.nodes[name].get("status") if kb.known(name) else None
+            if status == "unconfirmed":
+                out.append(f"{where}: field {field}: class {name!r} is marked unconfirmed in the "
+                           "knowledge base; confirm it against its source before shipping")
+        allowed = PLACEHOLDERS.get(r.type, set())
+        for part, text in (("summary", r.summary), ("rationale", r.rationale)):
+            unknown = _fields(text) - allowed
+            if unknown:
+                out.append(f"{where}: field {part}: placeholders {sorted(unknown)} are not "
+                           f"filled by {r.type} rules (fillable: {sorted(allowed)})")
+    return out
