@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from datetime import date
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -28,12 +28,12 @@ SEVERITY_STYLE = {"critical": "bold white on red", "high": "bold red", "moderate
                   "low": "cyan", "info": "dim"}
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     json = "json"
 
 
-class EngineName(str, Enum):
+class EngineName(StrEnum):
     indexed = "indexed"
     durable = "durable"
 

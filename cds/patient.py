@@ -8,14 +8,13 @@ downstream ever sees a pound or a micromole.
 from __future__ import annotations
 
 from datetime import date
-
-Day = date  # alias: a field named `date` would shadow the type in annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cds.units import LAB_UNITS, convert_lab
 
+Day = date  # alias: a field named `date` would shadow the type in annotations
 ObservationKind = Literal["weight", "height", "creatinine", "egfr", "bilirubin", "albumin", "inr"]
 PeriodUnit = Literal["s", "min", "h", "d", "wk", "mo", "a"]
 OrderSource = Literal["request", "statement", "dispense"]

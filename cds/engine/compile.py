@@ -211,26 +211,26 @@ def _burden(kb: Knowledge, cr: CompiledRule, r: BurdenRule, facts: Facts) -> Fin
         groups = [[facts.meds[i] for i in facts.meds_with(ref)] for ref in r.all]
         if not all(groups):
             return None
-        meds = []
+        combined: list[NormalizedMed] = []
         for g in groups:
             for m in g:
-                if m not in meds:
-                    meds.append(m)
+                if m not in combined:
+                    combined.append(m)
         # a single product covering every part (e.g. one combination tablet) is not a combination
-        if len(meds) < 2:
+        if len(combined) < 2:
             return None
         spec = sum(_specificity(kb, ref) for ref in r.all)
         values = {f"drug{n + 1}": ", ".join(m.label for m in g) for n, g in enumerate(groups)}
-        values["drugs"] = ", ".join(m.label for m in meds)
-        return Finding(cr, tuple(meds), values, spec,
-                       ("pair", frozenset(m.order_id for m in meds)))
+        values["drugs"] = ", ".join(m.label for m in combined)
+        return Finding(cr, tuple(combined), values, spec,
+                       ("pair", frozenset(m.order_id for m in combined)))
     # anticholinergic
     if r.min is None or facts.acb_total < r.min:
         return None
     labels = {lbl for lbl, _, _ in facts.acb_items}
-    meds = tuple(m for m in facts.meds if m.label in labels)
+    acb_meds = tuple(m for m in facts.meds if m.label in labels)
     detail = ", ".join(f"{ing} {score}" for _, ing, score in facts.acb_items)
-    return Finding(cr, meds, {"acb": facts.acb_total, "min": r.min, "scores": detail}, 0.0,
+    return Finding(cr, acb_meds, {"acb": facts.acb_total, "min": r.min, "scores": detail}, 0.0,
                    ("burden", r.kind))
 
 

@@ -100,8 +100,7 @@ def _opioids_now(kb: Knowledge, facts: Facts) -> tuple[NormalizedMed, ...]:
 
 
 def _finding(cr: CompiledRule, meds: Iterable[NormalizedMed], values: dict[str, Any]) -> Finding:
-    meds = tuple(meds)
-    return Finding(cr, meds, values, 0.0, ("escalation", cr.rule.kind))
+    return Finding(cr, tuple(meds), values, 0.0, ("escalation", cr.rule.kind))
 
 
 def match(kb: Knowledge, cr: CompiledRule, r: EscalationRule, facts: Facts) -> Finding | None:
@@ -121,9 +120,9 @@ def match(kb: Knowledge, cr: CompiledRule, r: EscalationRule, facts: Facts) -> F
             return None
         since = facts.as_of - timedelta(days=NALOXONE_LOOKBACK_DAYS)
         for med in (*facts.meds, *facts.history):
-            if any(kb.classes.is_a(i, ref) for i in med.ingredients for ref in r.naloxone):
-                if med.current or (med.start or med.dispensed or date.min) >= since:
-                    return None
+            is_naloxone = any(kb.classes.is_a(i, ref) for i in med.ingredients for ref in r.naloxone)
+            if is_naloxone and (med.current or (med.start or med.dispensed or date.min) >= since):
+                return None
         return _finding(cr, opioids, {"mme": round(now, 1), "why": "; ".join(reasons)})
 
     history = History(kb, facts)
@@ -175,7 +174,7 @@ def match(kb: Knowledge, cr: CompiledRule, r: EscalationRule, facts: Facts) -> F
     if baseline <= 0 or now > baseline * (1 - r.percent / 100) or not history.long_term(then):
         return None
     stopped = now == 0
-    meds = opioids or tuple(m for m, _ in history.active_on(then))
-    return _finding(cr, meds, {
+    involved = opioids or tuple(m for m, _ in history.active_on(then))
+    return _finding(cr, involved, {
         "mme": round(now, 1), "baseline": round(baseline, 1), "since": then.isoformat(),
         "days": r.days, "change": "stopped" if stopped else f"-{(1 - now / baseline) * 100:.0f}%"})

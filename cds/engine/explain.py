@@ -75,9 +75,9 @@ def _conditions(engine: Engine, rule: Any, facts: Facts) -> list[Condition]:
                 found = _meds(facts, ref)
                 c.append(Condition(f"a medication in {ref}", found or "none", bool(found)))
         else:
+            scores = ", ".join(f"{i} {s}" for _, i, s in facts.acb_items) or "none"
             c.append(Condition(f"anticholinergic burden >= {rule.min:g}",
-                               f"{facts.acb_total} ({', '.join(f'{i} {s}' for _, i, s in facts.acb_items) or 'none'})",
-                               facts.acb_total >= (rule.min or 0)))
+                               f"{facts.acb_total} ({scores})", facts.acb_total >= (rule.min or 0)))
     elif isinstance(rule, MmeRule):
         c.append(Condition(f"total MME/day >= {rule.min:g}", round(facts.mme.total, 2),
                            facts.mme.total >= rule.min))

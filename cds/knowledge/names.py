@@ -11,7 +11,9 @@ import re
 from dataclasses import dataclass
 
 _NUM = r"\d+(?:\.\d+)?"
-_COMPONENT = re.compile(rf"^(?P<name>[A-Za-z][A-Za-z0-9 ,'\-\(\)\.]*?)\s+(?P<strength>{_NUM})\s+(?P<unit>[A-Z][A-Z/]*)$")
+_COMPONENT = re.compile(
+    rf"^(?P<name>[A-Za-z][A-Za-z0-9 ,'\-\(\)\.]*?)\s+(?P<strength>{_NUM})\s+(?P<unit>[A-Z][A-Z/]*)$"
+)
 _LAST = re.compile(
     rf"^(?P<name>[A-Za-z][A-Za-z0-9 ,'\-\(\)\.]*?)\s+(?P<strength>{_NUM})\s+(?P<unit>[A-Z][A-Z/]*)"
     r"\s+(?P<form>[A-Za-z][A-Za-z \-]*?)\s*$"

@@ -160,7 +160,8 @@ def identify(kb: Knowledge, order: MedicationOrder) -> Identity | None:
     return _identify(kb, *_key(order))
 
 
-@cached(LRUCache(maxsize=65536), key=lambda kb, codes, text, displays: (id(kb), codes, text, displays))
+@cached(LRUCache(maxsize=65536),
+        key=lambda kb, codes, text, displays: (id(kb), codes, text, displays))
 def _identify(kb: Knowledge, codes: tuple[tuple[str | None, str], ...], text: str | None,
               displays: tuple[str | None, ...]) -> Identity | None:
     for system, code in codes:
@@ -227,7 +228,10 @@ def _per_admin(ident: Identity, amount: float,
     return out, None
 
 
-def _daily(order: MedicationOrder, ident: Identity) -> tuple[tuple[tuple[str, float, str], ...], float | None, str | None]:
+Daily = tuple[tuple[str, float, str], ...]
+
+
+def _daily(order: MedicationOrder, ident: Identity) -> tuple[Daily, float | None, str | None]:
     """(daily amounts, administrations per day, reason when the amounts are unknown)."""
     if order.dose is None:
         return (), None, "no dose given"

@@ -149,8 +149,8 @@ def load_knowledge(data_dir: Path = DATA_DIR) -> Knowledge:
         for b in ing.brands:
             names.setdefault(b.lower(), ing.name)
     for ing in ingredients.values():
-        for p in ing.precise:
-            names[p] = ing.name
+        for precise in ing.precise:
+            names[precise] = ing.name
         names[ing.name] = ing.name
 
     cls_doc = _yaml(data_dir / "classes.yaml")
