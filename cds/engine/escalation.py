@@ -142,8 +142,8 @@ def match(kb: Knowledge, cr: CompiledRule, r: EscalationRule, facts: Facts) -> F
         assert r.days is not None
         since = as_of - timedelta(days=r.days)
         prescribers: dict[str, list[NormalizedMed]] = {}
-        for s, _, med, _ in history.episodes:
-            if since <= s <= as_of and med.prescriber:
+        for s, e, med, _ in history.episodes:  # any supply overlapping the window counts
+            if s <= as_of and e > since and med.prescriber:
                 prescribers.setdefault(med.prescriber, []).append(med)
         if len(prescribers) < r.min_prescribers:
             return None
@@ -164,7 +164,8 @@ def match(kb: Knowledge, cr: CompiledRule, r: EscalationRule, facts: Facts) -> F
         assert r.threshold is not None
         if now < r.threshold:
             return None
-        before = max((history.mme_on(d) for d in history.days_between(then, as_of)), default=0.0)
+        # crossed within the window: somewhere in it the total was still below the threshold
+        before = min((history.mme_on(d) for d in history.days_between(then, as_of)), default=0.0)
         if before >= r.threshold:
             return None
         return _finding(cr, opioids, {"mme": round(now, 1), "threshold": r.threshold,
