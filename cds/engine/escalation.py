@@ -44,9 +44,9 @@ class History:
     def __init__(self, kb: Knowledge, facts: Facts) -> None:
         self.as_of = facts.as_of
         self.episodes: list[tuple[date, date, NormalizedMed, float]] = []
-        for med in (*facts.meds, *facts.history):
-            if not any(is_opioid(kb, i) for i in med.ingredients):
-                continue
+        opioids = [facts.meds[i] for i in facts.opioids]
+        opioids += [m for m in facts.history if any(is_opioid(kb, i) for i in m.ingredients)]
+        for med in opioids:
             w = _window(med, facts.as_of)
             if w is None or w[0] > facts.as_of:
                 continue
@@ -95,8 +95,16 @@ class History:
                 and self.covered_days(start, as_of + timedelta(days=1)) > LTOT_DAYS / 2)
 
 
-def _opioids_now(kb: Knowledge, facts: Facts) -> tuple[NormalizedMed, ...]:
-    return tuple(m for m in facts.meds if any(is_opioid(kb, i) for i in m.ingredients))
+def _opioids_now(facts: Facts) -> tuple[NormalizedMed, ...]:
+    return tuple(facts.meds[i] for i in facts.opioids)
+
+
+def history(kb: Knowledge, facts: Facts) -> History:
+    """The patient's opioid history, built once per patient and shared by every rule."""
+    h = facts.memo.get("opioid-history")
+    if h is None:
+        h = facts.memo["opioid-history"] = History(kb, facts)
+    return h
 
 
 def _finding(cr: CompiledRule, meds: Iterable[NormalizedMed], values: dict[str, Any]) -> Finding:
@@ -105,7 +113,7 @@ def _finding(cr: CompiledRule, meds: Iterable[NormalizedMed], values: dict[str, 
 
 def match(kb: Knowledge, cr: CompiledRule, r: EscalationRule, facts: Facts) -> Finding | None:
     now = facts.mme.total
-    opioids = _opioids_now(kb, facts)
+    opioids = _opioids_now(facts)
     if r.kind == "no-naloxone":
         if not opioids:
             return None
@@ -125,15 +133,17 @@ def match(kb: Knowledge, cr: CompiledRule, r: EscalationRule, facts: Facts) -> F
                 return None
         return _finding(cr, opioids, {"mme": round(now, 1), "why": "; ".join(reasons)})
 
-    history = History(kb, facts)
+    if not opioids and not facts.history:
+        return None
+    hist = history(kb, facts)
     as_of = facts.as_of
     if r.kind == "long-term-opioid":
         assert r.days is not None
         if not opioids:
             return None
         start = as_of - timedelta(days=r.days)
-        earliest = min((s for s, _, _, _ in history.episodes), default=None)
-        covered = history.covered_days(start, as_of + timedelta(days=1))
+        earliest = min((s for s, _, _, _ in hist.episodes), default=None)
+        covered = hist.covered_days(start, as_of + timedelta(days=1))
         if earliest is None or earliest > start or covered <= r.days / 2:
             return None
         return _finding(cr, opioids, {"days": r.days, "covered": covered,
@@ -142,7 +152,7 @@ def match(kb: Knowledge, cr: CompiledRule, r: EscalationRule, facts: Facts) -> F
         assert r.days is not None
         since = as_of - timedelta(days=r.days)
         prescribers: dict[str, list[NormalizedMed]] = {}
-        for s, e, med, _ in history.episodes:  # any supply overlapping the window counts
+        for s, e, med, _ in hist.episodes:  # any supply overlapping the window counts
             if s <= as_of and e > since and med.prescriber:
                 prescribers.setdefault(med.prescriber, []).append(med)
         if len(prescribers) < r.min_prescribers:
@@ -152,7 +162,7 @@ def match(kb: Knowledge, cr: CompiledRule, r: EscalationRule, facts: Facts) -> F
                                    "prescribers": ", ".join(sorted(prescribers))})
     assert r.days is not None
     then = as_of - timedelta(days=r.days)
-    baseline = history.mme_on(then)
+    baseline = hist.mme_on(then)
     if r.kind == "mme-increase":
         assert r.percent is not None
         if baseline <= 0 or now < baseline * (1 + r.percent / 100):
@@ -165,17 +175,17 @@ def match(kb: Knowledge, cr: CompiledRule, r: EscalationRule, facts: Facts) -> F
         if now < r.threshold:
             return None
         # crossed within the window: somewhere in it the total was still below the threshold
-        before = min((history.mme_on(d) for d in history.days_between(then, as_of)), default=0.0)
+        before = min((hist.mme_on(d) for d in hist.days_between(then, as_of)), default=0.0)
         if before >= r.threshold:
             return None
         return _finding(cr, opioids, {"mme": round(now, 1), "threshold": r.threshold,
                                       "before": round(before, 1), "days": r.days})
     # rapid-taper: a fall of `percent` or more within `days` after long-term therapy
     assert r.percent is not None
-    if baseline <= 0 or now > baseline * (1 - r.percent / 100) or not history.long_term(then):
+    if baseline <= 0 or now > baseline * (1 - r.percent / 100) or not hist.long_term(then):
         return None
     stopped = now == 0
-    involved = opioids or tuple(m for m, _ in history.active_on(then))
+    involved = opioids or tuple(m for m, _ in hist.active_on(then))
     return _finding(cr, involved, {
         "mme": round(now, 1), "baseline": round(baseline, 1), "since": then.isoformat(),
         "days": r.days, "change": "stopped" if stopped else f"-{(1 - now / baseline) * 100:.0f}%"})

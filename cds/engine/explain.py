@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from cds.engine.compile import CompiledPacks, _renal_value
-from cds.engine.escalation import History
+from cds.engine.escalation import history
 from cds.engine.evaluator import Engine
 from cds.errors import PackError, PackErrors
 from cds.knowledge.facts import Facts
@@ -116,7 +116,7 @@ def _conditions(engine: Engine, rule: Any, facts: Facts) -> list[Condition]:
     elif isinstance(rule, EscalationRule):
         c.append(Condition("total MME/day now", round(facts.mme.total, 2), None))
         if rule.days:
-            h = History(engine.kb, facts)
+            h = history(engine.kb, facts)
             then = facts.as_of - timedelta(days=rule.days)
             c.append(Condition(f"total MME/day on {then.isoformat()}", round(h.mme_on(then), 2),
                                None))

@@ -35,6 +35,11 @@ class ClassGraph:
     def _init_cache(self) -> None:
         self._cache: LRUCache[Any, frozenset[str]] = LRUCache(maxsize=4096)
         self._lock = threading.Lock()
+        # Ingredients are asked about on every patient: answer them from a plain dict, filled
+        # once (the graph never changes after construction); the LRU serves everything else.
+        self._ingredient_classes: dict[str, frozenset[str]] = {
+            n: frozenset(nx.descendants(self.graph, n))
+            for n, d in self.graph.nodes(data=True) if d["kind"] == "ingredient"}
 
     def __getstate__(self) -> dict[str, Any]:
         return {"graph": self.graph}
@@ -55,9 +60,13 @@ class ClassGraph:
     def ingredient_names(self) -> list[str]:
         return sorted(n for n, d in self.graph.nodes(data=True) if d["kind"] == "ingredient")
 
-    @cachedmethod(attrgetter("_cache"), lock=attrgetter("_lock"))
     def ancestors(self, node: str) -> frozenset[str]:
         """Every class `node` belongs to, directly or through broader classes."""
+        found = self._ingredient_classes.get(node)
+        return found if found is not None else self._ancestors(node)
+
+    @cachedmethod(attrgetter("_cache"), lock=attrgetter("_lock"))
+    def _ancestors(self, node: str) -> frozenset[str]:
         if node not in self.graph:
             return frozenset()
         return frozenset(nx.descendants(self.graph, node))

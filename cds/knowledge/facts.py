@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 from cds.knowledge.hepatic import ChildPugh, child_pugh
 from cds.knowledge.mme import MmeResult, compute_mme, is_opioid
@@ -56,6 +57,9 @@ class Facts:
     conditions: tuple[tuple[str | None, str | None], ...]  # (code, text) active
     med_classes: tuple[frozenset[str], ...]  # per current med: ingredients and their classes
     present: frozenset[str] = field(default=frozenset())  # union of med_classes
+    opioids: tuple[int, ...] = ()  # indexes into meds of current opioids
+    #: Per-patient scratch for derived values several rules share (e.g. the opioid history).
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def meds_with(self, ref: str) -> list[int]:
         """Indexes of current meds whose ingredient is, or belongs to, `ref`."""
@@ -144,7 +148,12 @@ def build_facts(kb: Knowledge, patient: Patient, as_of: date | None = None,
         acb_total=sum(s for _, _, s in acb_items), acb_items=tuple(acb_items), cns_active=cns,
         conditions=tuple((c.code, c.text) for c in patient.conditions if c.status == "active"),
         med_classes=med_classes, present=frozenset().union(*med_classes),
+        opioids=tuple(i for i, m in enumerate(current) if _is_opioid_med(kb, m, med_classes[i])),
     )
+
+
+def _is_opioid_med(kb: Knowledge, med: NormalizedMed, classes: frozenset[str]) -> bool:
+    return "opioid" in classes or any(i in kb.mme_factors for i in med.ingredients)
 
 
 def opioid_meds(kb: Knowledge, meds: Iterable[NormalizedMed]) -> list[NormalizedMed]:
