@@ -105,6 +105,10 @@ def _route(text: str | None) -> str | None:
     return t
 
 
+#: Extended-release markers in free text, as whole words ("erythromycin" is not "ER").
+_FREE_ER = re.compile(r"\b(?:er|xr|sr|cr|extended|12 hr|24 hr)\b")
+
+
 @lru_cache(maxsize=8)
 def _name_pattern(kb: Knowledge) -> re.Pattern[str]:
     names = sorted(kb.names, key=len, reverse=True)
@@ -116,7 +120,11 @@ def _component_ingredient(kb: Knowledge, name: str) -> str | None:
     found = kb.ingredient_of(name)
     if found:
         return found
-    words = name.split()
+    # RxNorm writes some precise names with a comma ("nitrofurantoin, macrocrystals").
+    words = name.replace(",", " ").split()
+    found = kb.ingredient_of(" ".join(words))
+    if found:
+        return found
     for n in range(len(words) - 1, 0, -1):
         found = kb.ingredient_of(" ".join(words[:n]))
         if found:
@@ -145,7 +153,7 @@ def _from_name(kb: Knowledge, text: str) -> Identity | None:
         return None
     strength = free_text_strength(low) if len(found) == 1 else None
     route, form = form_route(low)
-    er = any(w in low for w in (" er ", " er", "extended", " xr", " sr", " cr", "12 hr", "24 hr"))
+    er = _FREE_ER.search(low) is not None
     return Identity(tuple(found), (strength,) if len(found) == 1 else (None,) * len(found),
                     None, form, route, er, None, "free-text")
 
