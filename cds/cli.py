@@ -228,6 +228,46 @@ def pack_test(path: Annotated[Path, typer.Argument(help="Pack folder.")]) -> Non
         raise typer.Exit(1)
 
 
+@pack_app.command("diff")
+def pack_diff(
+    old: Annotated[Path, typer.Argument(help="Old pack folder.")],
+    new: Annotated[Path, typer.Argument(help="New pack folder.")],
+    cases: Annotated[bool, typer.Option(
+        "--cases", help="Also run both packs' cases on both versions and show alert changes.")] = False,
+) -> None:
+    """Compare two versions of a pack: rules added, removed, changed; with --cases, alerts."""
+    from cds.rules.diff import diff_packs
+
+    a, kb = _load_pack_or_fail(old)
+    b, _ = _load_pack_or_fail(new)
+    d = diff_packs(a, b)
+    out.print(f"[bold]{d.old} -> {d.new}[/]")
+    for k, x, y in d.meta:
+        out.print(f"  pack {k}: {x!r} -> {y!r}")
+    for rid in d.added:
+        out.print(f"  [green]+ {rid}[/]")
+    for rid in d.removed:
+        out.print(f"  [red]- {rid}[/]")
+    for rid, changes in d.changed.items():
+        out.print(f"  [yellow]~ {rid}[/]")
+        for k, x, y in changes:
+            out.print(f"      {k}: {x!r} -> {y!r}")
+    if d.empty:
+        out.print("  no rule changes")
+    if cases:
+        from cds.engine.evaluator import Engine
+        from cds.rules.cases import load_cases
+
+        ea, eb = Engine([a], kb), Engine([b], kb)
+        for lc in load_cases(a.path) + load_cases(b.path):
+            c = lc.case
+            ra = {x.rule.split("/", 1)[1] for x in ea.evaluate(lc.patient, c.as_of, c.draft_orders).alerts}
+            rb = {x.rule.split("/", 1)[1] for x in eb.evaluate(lc.patient, c.as_of, c.draft_orders).alerts}
+            if ra != rb:
+                out.print(f"  case {c.name!r}: " + ", ".join(
+                    [f"[red]-{r}[/]" for r in sorted(ra - rb)] + [f"[green]+{r}[/]" for r in sorted(rb - ra)]))
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",

@@ -267,3 +267,9 @@ class PackMeta(_Strict):
     rule_files: list[str] = Field(default_factory=lambda: ["rules/*.yaml"])
     escalation: EscalationPolicy = Field(default_factory=EscalationPolicy)
     license: str | None = None
+
+    @model_validator(mode="after")
+    def _changelog_has_version(self) -> PackMeta:
+        if self.version not in {c.version for c in self.changelog}:
+            raise ValueError(f"changelog has no entry for version {self.version}")
+        return self
