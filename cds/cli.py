@@ -264,8 +264,9 @@ def pack_diff(
             ra = {x.rule.split("/", 1)[1] for x in ea.evaluate(lc.patient, c.as_of, c.draft_orders).alerts}
             rb = {x.rule.split("/", 1)[1] for x in eb.evaluate(lc.patient, c.as_of, c.draft_orders).alerts}
             if ra != rb:
-                out.print(f"  case {c.name!r}: " + ", ".join(
-                    [f"[red]-{r}[/]" for r in sorted(ra - rb)] + [f"[green]+{r}[/]" for r in sorted(rb - ra)]))
+                lost = [f"[red]-{r}[/]" for r in sorted(ra - rb)]
+                gained = [f"[green]+{r}[/]" for r in sorted(rb - ra)]
+                out.print(f"  case {c.name!r}: " + ", ".join(lost + gained))
 
 
 @app.command()
