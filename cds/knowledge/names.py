@@ -80,10 +80,14 @@ class ParsedName:
     brand: str | None
 
 
+#: Longest phrase first, so "tablet for oral suspension" is a tablet, not "oral suspension".
+_FORMS_LONGEST_FIRST = sorted(_FORMS, key=lambda f: len(f[0]), reverse=True)
+
+
 def form_route(dose_form: str) -> tuple[str | None, str | None]:
     """(route, form category) of an RxNorm dose form; (None, None) when unknown."""
     text = dose_form.lower()
-    for phrase, route, form in _FORMS:
+    for phrase, route, form in _FORMS_LONGEST_FIRST:
         if phrase in text:
             return route, form
     return None, None
