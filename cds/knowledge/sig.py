@@ -33,7 +33,10 @@ def doses_per_day(t: Timing | None) -> tuple[float | None, str | None]:
         return None, "no dosing frequency"
     if t.period is not None and t.period_unit is not None:
         freq = t.frequency_max or t.frequency or 1
-        return freq / (t.period * PERIOD_DAYS[t.period_unit]), None
+        # "once a day at 08:00 and 20:00" (frequency 1, two times of day) is two
+        # administrations: each listed time counts, whichever of the two is higher.
+        events = len(t.time_of_day) or len(t.when)
+        return max(freq, events) / (t.period * PERIOD_DAYS[t.period_unit]), None
     if t.period is not None:
         return None, "timing has a period but no period unit"
     if t.code:
