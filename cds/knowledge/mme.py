@@ -7,6 +7,7 @@ does not cover, a dose that cannot be computed).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -16,8 +17,14 @@ from cds.knowledge.store import Knowledge, MmeFactor
 #: ICD-10-CM F11 (opioid related disorders) and SNOMED CT opioid dependence / abuse.
 OUD_CODE_PREFIXES = ("F11",)
 OUD_SNOMED = frozenset({"5602001", "75544000"})
+#: Words of a reason text that mean OUD treatment. Matched as whole words after punctuation
+#: is blanked out ("Opioid use disorder, severe"). A bare "maintenance" is not among them:
+#: "maintenance dose" is said of pain regimens too, and a false match would drop the opioid
+#: from the MME total.
 OUD_WORDS = ("opioid use disorder", "opioid dependence", "oud", "opioid addiction",
-             "medication for opioid", "maintenance")
+             "medication for opioid", "opioid maintenance", "methadone maintenance",
+             "opioid agonist treatment", "opioid agonist therapy", "opioid replacement")
+_NON_WORD = re.compile(r"[^a-z0-9]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +66,10 @@ def _for_oud(med: NormalizedMed, reasons: Iterable[tuple[str | None, str | None]
     for code, text in reasons:
         if code and (code.upper().startswith(OUD_CODE_PREFIXES) or code in OUD_SNOMED):
             return True
-        if text and any(w in f" {text.lower()} " for w in (f" {w} " for w in OUD_WORDS)):
-            return True
+        if text:
+            words = f" {_NON_WORD.sub(' ', text.lower()).strip()} "
+            if any(f" {w} " in words for w in OUD_WORDS):
+                return True
     return False
 
 
@@ -87,13 +96,15 @@ def assess(kb: Knowledge, med: NormalizedMed,
     for ing in med.ingredients:
         if not is_opioid(kb, ing):
             continue
-        if ing in kb.mme_excluded:
-            excluded.append(MmeExcluded(med.label, med.order_id, ing, kb.mme_excluded[ing][0]))
-            continue
+        # OUD treatment first: buprenorphine/naloxone is excluded as OUD treatment, not only
+        # as an ingredient without a factor.
         if _for_oud(med, reasons):
             excluded.append(MmeExcluded(
                 med.label, med.order_id, ing,
                 "opioid-use-disorder treatment: CDC 2022 MME factors are not for OUD treatment"))
+            continue
+        if ing in kb.mme_excluded:
+            excluded.append(MmeExcluded(med.label, med.order_id, ing, kb.mme_excluded[ing][0]))
             continue
         f = _factor(kb, ing, med.route, med.form)
         if f is None:
