@@ -1,0 +1,420 @@
+"""The CDS Hooks 2.0 service: a FastAPI app over the engine.
+
+    GET  /cds-services                   discovery
+    POST /cds-services/{id}              order-select | order-sign | patient-view -> {"cards"}
+    POST /cds-services/{id}/feedback     accepted / overridden outcomes -> SQLite
+    POST /admin/reload                   rebuild the engine from the config (admin token)
+    GET  /admin/feedback/report          alert burden per rule (admin token)
+    GET  /packs/{pack@version}           what a card's source.url points at (public)
+    GET  /healthz                        liveness and the packs loaded (public)
+
+The engine is CPU-bound and thread-safe, so each evaluation runs in the thread pool; what a
+request needs from the engine is taken once, at its start (see state.py). Nothing here logs
+patient data: log lines carry the service, status, card count, timings and hookInstance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, Response
+
+from cds.engine.alerts import Alert
+from cds.errors import PackErrors
+from cds.service.assemble import Assembled, BadRequest, assemble
+from cds.service.auth import AuthError, Verifier
+from cds.service.cards import CardContext, alert_to_card, incomplete_card, order_alerts
+from cds.service.config import ConfigError, Settings, load_settings
+from cds.service.discovery import SERVICES, Service, discovery
+from cds.service.feedback import FeedbackError, FeedbackStore, IssuedCard, parse_feedback
+from cds.service.middleware import Guard
+from cds.service.prefetch import KEY_LABELS, SERIOUS_KEYS, PrefetchError, gather, templates
+from cds.service.state import EngineHolder, Snapshot, build_snapshot
+
+log = logging.getLogger("cds.service")
+SERVICE_LABEL = "cds medication safety"
+
+
+class HTTPProblem(Exception):
+    def __init__(self, status: int, error: str, message: str, field: str | None = None,
+                 **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+        self.field = field
+        self.extra = extra
+
+    def response(self) -> Response:
+        body: dict[str, Any] = {"error": self.error, "message": self.message}
+        if self.field:
+            body["field"] = self.field
+        body.update(self.extra)
+        headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if self.status == 401 else None
+        return Response(orjson.dumps(body), status_code=self.status, headers=headers,
+                        media_type="application/json")
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, headers=headers,
+                    media_type="application/json")
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    holder: EngineHolder
+    verifier: Verifier
+    feedback: FeedbackStore
+    base_url: str
+    allow_unsigned: bool
+    config_path: Path | None
+    client: httpx.AsyncClient | None = None
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def http(self) -> httpx.AsyncClient:
+        if self.client is None:
+            self.client = httpx.AsyncClient(timeout=self.settings.fhir_timeout,
+                                            follow_redirects=False)
+        return self.client
+
+
+def create_app(settings: Settings | None = None, *, config_path: Path | str | None = None,
+               allow_unsigned: bool | None = None, host: str = "127.0.0.1", port: int = 8080,
+               snapshot: Snapshot | None = None) -> Any:
+    """The ASGI app (the FastAPI app wrapped in the body-size and traceback guard)."""
+    if settings is None:
+        settings = load_settings(config_path)
+    unsigned = settings.allow_unsigned if allow_unsigned is None else allow_unsigned
+    snap = snapshot or build_snapshot(settings.packs, list(settings.rulesets), settings.backend)
+    holder = EngineHolder(snap)
+    state_box: dict[str, ServiceState] = {}
+
+    def client_factory() -> httpx.AsyncClient:
+        return state_box["state"].http()
+
+    state = ServiceState(
+        settings=settings, holder=holder, verifier=Verifier(settings, client_factory),
+        feedback=FeedbackStore(settings.feedback_db), base_url=settings.service_base(host, port),
+        allow_unsigned=unsigned, config_path=Path(config_path) if config_path else None)
+    state_box["state"] = state
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if state.client is not None:
+                await state.client.aclose()
+            state.feedback.close()
+
+    app = FastAPI(title="cds CDS Hooks service", docs_url=None, redoc_url=None,
+                  openapi_url=None, lifespan=lifespan)
+    app.state.cds = state
+
+    async def authenticate(request: Request, path: str) -> dict[str, Any] | None:
+        header = request.headers.get("authorization")
+        if header is None and state.allow_unsigned:
+            return None
+        try:
+            return await state.verifier.verify(header, [state.base_url + path])
+        except AuthError as e:
+            raise HTTPProblem(401, "unauthorized", e.message) from None
+
+    @app.get("/cds-services")
+    async def discover(request: Request) -> Response:
+        try:
+            await authenticate(request, "/cds-services")
+        except HTTPProblem as p:
+            return p.response()
+        snap = state.holder.get()
+        return _json(discovery(snap.pack_refs, settings.dispense_days))
+
+    @app.post("/cds-services/{service_id}")
+    async def hook(service_id: str, request: Request) -> Response:
+        t0 = time.perf_counter()
+        try:
+            response, info = await _hook(state, service_id, request, authenticate)
+        except HTTPProblem as p:
+            log.info("%s %s -> %d %s", "POST", _safe(service_id), p.status, p.error)
+            return p.response()
+        total = (time.perf_counter() - t0) * 1000
+        log.info("hook %s instance=%s -> 200 cards=%d engine=%.1fms total=%.1fms", service_id,
+                 info["hookInstance"], info["cards"], info["engine_ms"], total)
+        response.headers["Server-Timing"] = (f"engine;dur={info['engine_ms']:.3f}, "
+                                             f"fetch;dur={info['fetch_ms']:.3f}, "
+                                             f"total;dur={total:.3f}")
+        return response
+
+    @app.post("/cds-services/{service_id}/feedback")
+    async def feedback(service_id: str, request: Request) -> Response:
+        try:
+            if service_id not in SERVICES:
+                raise HTTPProblem(404, "not-found", f"no CDS service {_safe(service_id)!r}")
+            claims = await authenticate(request, f"/cds-services/{service_id}/feedback")
+            body = _parse_json(await request.body())
+            try:
+                outcomes = parse_feedback(body, keep_comments=settings.store_user_comments)
+            except FeedbackError as e:
+                raise HTTPProblem(400, "bad-request", e.message, e.field) from None
+            client = claims.get("iss") if claims else None
+            n = await anyio.to_thread.run_sync(state.feedback.record, service_id, outcomes,
+                                               client)
+        except HTTPProblem as p:
+            return p.response()
+        log.info("feedback %s -> 200 outcomes=%d", service_id, n)
+        return _json({"stored": n})
+
+    def admin(request: Request) -> None:
+        secret = settings.admin_secret()
+        header = request.headers.get("authorization") or ""
+        if secret:
+            given = header.removeprefix("Bearer ").strip()
+            if hmac.compare_digest(given.encode(), secret.encode()):
+                return
+            raise HTTPProblem(401, "unauthorized", "admin endpoints need the admin bearer token")
+        client = request.client.host if request.client else ""
+        if state.allow_unsigned and client in ("127.0.0.1", "::1"):
+            return
+        raise HTTPProblem(403, "forbidden", "admin endpoints are disabled: set admin_token "
+                                            "(or CDS_ADMIN_TOKEN)")
+
+    @app.post("/admin/reload")
+    async def reload(request: Request) -> Response:
+        try:
+            admin(request)
+            return _json(await reload_engine(state))
+        except HTTPProblem as p:
+            return p.response()
+
+    @app.get("/admin/feedback/report")
+    async def report(request: Request) -> Response:
+        try:
+            admin(request)
+        except HTTPProblem as p:
+            return p.response()
+        rows = await anyio.to_thread.run_sync(state.feedback.burden)
+        return _json({"rules": rows})
+
+    @app.get("/packs/{ref}")
+    async def pack_page(ref: str) -> Response:
+        pack = state.holder.get().packs.get(ref)
+        if pack is None:
+            return HTTPProblem(404, "not-found", "no such pack loaded").response()
+        meta = pack.meta
+        changes = "".join(f"<li>{escape(c.version)} ({c.date}): "
+                          f"{escape('; '.join(c.changes))}</li>" for c in meta.changelog)
+        html = (f"<!doctype html><meta charset=utf-8><title>{escape(pack.ref)}</title>"
+                f"<h1>{escape(meta.title)}</h1><p><b>{escape(pack.ref)}</b>, digest "
+                f"<code>{escape(pack.digest)}</code>, {len(pack.rules)} rules</p>"
+                f"<p>{escape(meta.description)}</p><h2>Changes</h2><ul>{changes}</ul>")
+        return HTMLResponse(html)
+
+    @app.get("/healthz")
+    async def health() -> Response:
+        snap = state.holder.get()
+        return _json({"status": "ok", "packs": list(snap.pack_refs),
+                      "generation": snap.generation, "loaded_at": snap.loaded_at})
+
+    return Guard(app, settings.max_body_bytes)
+
+
+def _safe(text: str) -> str:
+    return text if text.replace("-", "").isalnum() and len(text) < 64 else "(invalid)"
+
+
+def _parse_json(body: bytes) -> Any:
+    if not body:
+        raise HTTPProblem(400, "bad-request", "the request has no body (a JSON object is needed)")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise HTTPProblem(400, "bad-request", f"the body is not valid JSON ({e})") from None
+
+
+def _string(obj: dict[str, Any], key: str, where: str, *, required: bool = True) -> str | None:
+    v = obj.get(key)
+    if v is None and not required:
+        return None
+    if not isinstance(v, str) or not v.strip():
+        raise HTTPProblem(400, "bad-request", "must be a non-empty string", f"{where}{key}")
+    return v
+
+
+async def _hook(state: ServiceState, service_id: str, request: Request,
+                authenticate: Any) -> tuple[Response, dict[str, Any]]:
+    service = SERVICES.get(service_id)
+    if service is None:
+        raise HTTPProblem(404, "not-found", f"no CDS service {_safe(service_id)!r}")
+    await authenticate(request, f"/cds-services/{service_id}")
+    body = _parse_json(await request.body())
+    if not isinstance(body, dict):
+        raise HTTPProblem(400, "bad-request", "the body must be a JSON object")
+    hook = _string(body, "hook", "")
+    if hook != service.hook:
+        raise HTTPProblem(400, "bad-request", f"this service answers the {service.hook!r} hook, "
+                                              f"not {hook!r}", "hook")
+    instance = _string(body, "hookInstance", "") or ""
+    context = body.get("context")
+    if not isinstance(context, dict):
+        raise HTTPProblem(400, "bad-request", "must be an object", "context")
+    patient_id = _string(context, "patientId", "context.") or ""
+    _string(context, "userId", "context.", required=False)
+    _string(context, "encounterId", "context.", required=False)
+    _string(body, "fhirServer", "", required=False)
+    auth = body.get("fhirAuthorization")
+    if auth is not None:
+        if not isinstance(auth, dict):
+            raise HTTPProblem(400, "bad-request", "must be an object", "fhirAuthorization")
+        _string(auth, "access_token", "fhirAuthorization.")
+    if body.get("prefetch") is not None and not isinstance(body.get("prefetch"), dict):
+        raise HTTPProblem(400, "bad-request", "must be an object", "prefetch")
+    settings = state.settings
+    t_fetch = time.perf_counter()
+    try:
+        got = await gather(body, templates(settings.dispense_days), state.http(),
+                           timeout=settings.fhir_timeout, allowed_servers=settings.fhir_servers,
+                           max_pages=settings.fhir_max_pages)
+    except PrefetchError as e:
+        raise HTTPProblem(412, "precondition-failed", e.message, keys=e.keys) from None
+    fetch_ms = (time.perf_counter() - t_fetch) * 1000
+    snap = state.holder.get()  # one engine for the whole call, whatever a reload does
+    work = _Work(service, snap, patient_id, got.values, context, instance, state.base_url,
+                 settings)
+    try:
+        cards, issued, engine_ms = await anyio.to_thread.run_sync(work.run)
+    except BadRequest as e:
+        raise HTTPProblem(400, "bad-request", e.message, e.field) from None
+    except _EngineFault as e:
+        raise HTTPProblem(500, "engine-fault", "the rule engine failed on this patient; no "
+                                               "checks were made", incident=e.incident) from None
+    if got.missing or work.problems:
+        ctx = work.ctx
+        missing = [KEY_LABELS.get(k, k) for k in got.missing]
+        card = incomplete_card(ctx, missing, work.problems, service_label=SERVICE_LABEL,
+                               serious=bool(SERIOUS_KEYS & set(got.missing)) or bool(work.problems))
+        cards.append(card)
+        issued.append(_issued(card, service_id, instance, None))
+    state.feedback.issued(issued)
+    return _json({"cards": cards}), {"hookInstance": _safe_instance(instance),
+                                     "cards": len(cards), "engine_ms": engine_ms,
+                                     "fetch_ms": fetch_ms}
+
+
+def _safe_instance(instance: str) -> str:
+    try:
+        return str(uuid.UUID(instance))
+    except ValueError:
+        return "(not a uuid)"
+
+
+class _EngineFault(Exception):
+    def __init__(self, incident: str) -> None:
+        super().__init__(incident)
+        self.incident = incident
+
+
+def _issued(card: dict[str, Any], service: str, instance: str, alert: Alert | None) -> IssuedCard:
+    return IssuedCard(
+        uuid=card["uuid"], service=service, hook_instance=instance,
+        rule=alert.rule if alert else None, pack=alert.pack if alert else None,
+        pack_digest=alert.pack_digest if alert else None,
+        family=alert.family if alert else card["source"].get("topic", {}).get("code"),
+        severity=alert.severity if alert else None, indicator=card["indicator"],
+        draft=alert.draft if alert else False,
+        suggestions={s["uuid"]: s["label"] for s in card.get("suggestions", ())},
+        issued_at=datetime.now(UTC).isoformat(timespec="milliseconds"))
+
+
+class _Work:
+    """What runs in the thread pool: assemble the patient, evaluate, map the cards."""
+
+    def __init__(self, service: Service, snap: Snapshot, patient_id: str,
+                 values: dict[str, Any], context: dict[str, Any], instance: str, base_url: str,
+                 settings: Settings) -> None:
+        self.service = service
+        self.snap = snap
+        self.patient_id = patient_id
+        self.values = values
+        self.context = context
+        self.instance = instance
+        self.base_url = base_url
+        self.settings = settings
+        self.problems: list[str] = []
+        self.ctx = CardContext(hook_instance=instance, patient_id=patient_id)
+
+    def run(self) -> tuple[list[dict[str, Any]], list[IssuedCard], float]:
+        built: Assembled = assemble(self.patient_id, self.values, self.context,
+                                    with_drafts=self.service.drafts,
+                                    dispense_days=self.settings.dispense_days, today=date.today())
+        self.problems = built.problems
+        t0 = time.perf_counter()
+        try:
+            result = self.snap.engine.evaluate(built.patient, draft_orders=built.drafts)
+        except Exception as e:  # noqa: BLE001 - one patient's fault must not spread
+            incident = uuid.uuid4().hex[:12]
+            tb = e.__traceback__
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            where = (f"{Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}"
+                     if tb is not None else "?")
+            log.error("engine fault %s at %s (incident %s)", type(e).__name__, where, incident)
+            raise _EngineFault(incident) from None
+        engine_ms = (time.perf_counter() - t0) * 1000
+        s = self.settings
+        self.ctx = CardContext(
+            hook_instance=self.instance, patient_id=self.patient_id,
+            user_id=self.context.get("userId"), encounter_id=self.context.get("encounterId"),
+            orders=built.orders, indicators=s.indicators, pack_urls=s.pack_urls,
+            base_url=self.base_url, dose_units=self.snap.dose_units,
+            override_reason_system=s.override_reason_system, topic_system=s.topic_system)
+        cards = []
+        issued = []
+        for alert in order_alerts(result.alerts):
+            card = alert_to_card(alert, self.ctx)
+            cards.append(card)
+            issued.append(_issued(card, self.service.id, self.instance, alert))
+        return cards, issued, engine_ms
+
+
+async def reload_engine(state: ServiceState) -> dict[str, Any]:
+    """Rebuild the engine from the config file (packs, rulesets, backend) and swap it in."""
+    async with state.reload_lock:
+        settings = state.settings
+        if state.config_path is not None:
+            try:
+                fresh = load_settings(state.config_path)
+            except ConfigError as e:
+                raise HTTPProblem(422, "config-error", str(e)) from None
+            settings = settings.model_copy(update={"packs": fresh.packs,
+                                                   "rulesets": fresh.rulesets,
+                                                   "backend": fresh.backend})
+        old = state.holder.get()
+        try:
+            snap = await anyio.to_thread.run_sync(
+                lambda: build_snapshot(settings.packs, list(settings.rulesets), settings.backend,
+                                       old.generation + 1))
+        except PackErrors as e:
+            raise HTTPProblem(422, "pack-error", "rule packs failed to load; the service keeps "
+                                                 "running the previous ones",
+                              errors=[str(x) for x in e.errors]) from None
+        state.holder.swap(snap)
+        state.settings = settings
+        log.info("reloaded packs: %s (generation %d)", ", ".join(snap.pack_refs), snap.generation)
+        return {"packs": list(snap.pack_refs), "previous": list(old.pack_refs),
+                "generation": snap.generation, "loaded_at": snap.loaded_at}

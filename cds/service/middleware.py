@@ -1,0 +1,92 @@
+"""ASGI guards around the whole app: request body size, and no stray tracebacks.
+
+Tracebacks can quote patient data (an exception's message may hold a value from the
+request), so the guard logs only the exception's type and an incident id.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+log = logging.getLogger("cds.service")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+    data = orjson.dumps(body)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+
+class Guard:
+    def __init__(self, app: ASGIApp, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_body
+        for name, value in scope.get("headers") or ():
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    await send_json(send, 400, {"error": "bad-request",
+                                                "message": "Content-Length is not a number"})
+                    return
+                if length > limit:
+                    await send_json(send, 413, _too_large(limit))
+                    return
+        received = 0
+        started = False
+
+        async def receive_limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _TooLarge
+            return message
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive_limited, send_tracked)
+        except _TooLarge:
+            if not started:
+                await send_json(send, 413, _too_large(limit))
+        except Exception as e:  # noqa: BLE001 - the last line of defence
+            incident = uuid.uuid4().hex[:12]
+            log.error("unhandled %s in %s %s (incident %s)", type(e).__name__,
+                      scope.get("method"), scope.get("path"), incident)
+            if not started:
+                await send_json(send, 500, {"error": "internal-error",
+                                            "message": "internal error", "incident": incident})
+
+
+def _too_large(limit: int) -> dict[str, Any]:
+    return {"error": "payload-too-large",
+            "message": f"request body is larger than this service accepts ({limit} bytes)"}
