@@ -1,0 +1,399 @@
+"""One unit of work: review every patient of one shard and write the shard's results.
+
+The results are written into a temporary folder that is renamed into place at the end: a
+shard's folder exists (complete) or does not, whatever happens to the process, which is what
+makes `--resume` exactly-once.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import pickle
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any, get_args
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cds.engine.evaluator import Engine
+from cds.errors import InputError
+from cds.io import fhir_condition, fhir_medication_order, fhir_observation, fhir_patient_demographics
+from cds.patient import Condition, MedicationOrder, Observation, Patient
+from cds.rules.models import Family
+
+ALERT_COLUMNS = ("patient_id", "rule", "pack", "family", "severity", "priority", "summary",
+                 "rationale", "medications")
+ALERT_SCHEMA = pa.schema([(c, pa.int32() if c == "priority" else pa.string())
+                          for c in ALERT_COLUMNS])
+FAMILIES: tuple[str, ...] = (*get_args(Family), "data-quality")
+WORKLIST_COLUMNS = ("rank", "patient_id", "age", "sex", "priority", "top_severity", "alerts",
+                    *(f"n_{f.replace('-', '_')}" for f in FAMILIES), "mme_total", "acb_total",
+                    "not_assessed", "top_alert")
+SEVERITY_ORDER = ("critical", "high", "moderate", "low", "info")
+MED_TYPES = frozenset({"MedicationRequest", "MedicationStatement", "MedicationDispense"})
+#: The panel's own rule for "part of this patient's record could not be assessed".
+NOT_ASSESSED_RULE = "panel/not-assessed"
+MME_BIN = 10
+MME_BINS = 30  # 0-10, ..., 290-300, then 300+
+
+_ENGINE: Engine | None = None
+_MEDS: dict[str, dict[str, dict[str, Any]]] = {}
+
+
+def init_worker(engine_blob: bytes) -> None:
+    """Process-pool initializer: unpickle the engine once per worker."""
+    global _ENGINE
+    _ENGINE = pickle.loads(engine_blob)
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    work: str
+    shard: int
+    as_of: date
+    unit_files: dict[int, str]  # unit -> input file name
+    unit_offsets: dict[int, int]  # unit -> lines of its file before the unit
+    top_n: int
+
+
+def sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """Worklist order: highest priority first, then highest MME, then patient id."""
+    return (-row["priority"], -row["mme_total"], row["patient_id"])
+
+
+def _medications(parts: Path) -> dict[str, dict[str, Any]]:
+    key = str(parts)
+    if key not in _MEDS:
+        meds: dict[str, dict[str, Any]] = {}
+        for f in sorted(parts.glob("medications.u*")):
+            for line in f.read_bytes().splitlines():
+                res = orjson.loads(line)
+                if isinstance(res.get("id"), str):
+                    meds[f"Medication/{res['id']}"] = res
+        _MEDS.clear()
+        _MEDS[key] = meds
+    return _MEDS[key]
+
+
+class _Out:
+    """What a shard accumulates, then writes."""
+
+    def __init__(self, job: ShardJob) -> None:
+        self.job = job
+        self.alerts: dict[str, list[Any]] = {c: [] for c in ALERT_COLUMNS}
+        self.worklist: list[dict[str, Any]] = []
+        self.quarantine: list[bytes] = []
+        self.top: list[tuple[Any, ...]] = []  # heap of (inverted key, n, detail)
+        self.stats: dict[str, Any] = {
+            "patients": 0, "records": 0, "skipped": 0, "quarantined": 0, "alerts": 0,
+            "failed": 0, "not_assessed_patients": 0, "rules": {}, "severities": {},
+            "families": {}, "mme_hist": [0] * (MME_BINS + 1), "mme_zero": 0, "burden_hist": {},
+            "acb_hist": {}, "mme_50": 0, "mme_90": 0, "seconds": {"read": 0.0, "parse": 0.0,
+                                                              "engine": 0.0, "write": 0.0}}
+
+    def quarantine_record(self, unit: int, line: int, pid: str | None, resource: str | None,
+                          reason: str, record: Any) -> None:
+        self.stats["quarantined"] += 1
+        self.quarantine.append(orjson.dumps({
+            "file": self.job.unit_files.get(unit), "line": self.job.unit_offsets.get(unit, 0) + line,
+            "patient_id": pid, "resource": resource, "reason": reason, "record": record}) + b"\n")
+
+
+def _bump(d: dict[str, int], key: str, n: int = 1) -> None:
+    d[key] = d.get(key, 0) + n
+
+
+def _label(res: dict[str, Any]) -> str:
+    rtype = res.get("resourceType") or "resource"
+    rid = res.get("id")
+    return f"{rtype}/{rid}" if isinstance(rid, str) and rid else str(rtype)
+
+
+def _med_name(res: dict[str, Any]) -> str:
+    """What a pharmacist would call an unusable medication record."""
+    concept = res.get("medicationCodeableConcept")
+    if isinstance(concept, dict):
+        if isinstance(concept.get("text"), str):
+            return str(concept["text"])
+        for c in concept.get("coding") or []:
+            if isinstance(c, dict) and isinstance(c.get("display"), str):
+                return str(c["display"])
+    ref = res.get("medicationReference")
+    if isinstance(ref, dict) and isinstance(ref.get("display"), str):
+        return str(ref["display"])
+    return _label(res)
+
+
+def review_shard(job: ShardJob, engine: Engine | None = None) -> dict[str, Any]:
+    """Review one shard; returns its stats. Skips (returns the stats on disk) if done."""
+    work = Path(job.work)
+    final = work / "shards" / f"s{job.shard:05d}"
+    if (final / "stats.json").exists():
+        return dict(orjson.loads((final / "stats.json").read_bytes()))
+    eng = engine or _ENGINE
+    if eng is None:
+        raise RuntimeError("review_shard: no engine (worker not initialized)")
+    t0 = time.perf_counter()
+    parts = work / "parts"
+    meds = _medications(parts)
+    groups: dict[str, list[tuple[int, int, bytes]]] = {}
+    for f in sorted(parts.glob(f"s{job.shard:05d}.u*")):
+        for line in f.read_bytes().splitlines():
+            pid_b, unit_b, line_b, raw = line.split(b"\t", 3)
+            groups.setdefault(pid_b.decode(), []).append((int(unit_b), int(line_b), raw))
+    out = _Out(job)
+    out.stats["seconds"]["read"] = time.perf_counter() - t0
+    for pid in sorted(groups):
+        _review_patient(eng, pid, groups[pid], meds, out)
+    del groups
+    t1 = time.perf_counter()
+    _write(final, out)
+    out.stats["seconds"]["write"] = time.perf_counter() - t1
+    # the stats are rewritten with the write time: the folder was renamed with a first copy
+    (final / "stats.json.tmp").write_bytes(orjson.dumps(out.stats))
+    os.replace(final / "stats.json.tmp", final / "stats.json")
+    return out.stats
+
+
+def _review_patient(eng: Engine, pid: str, records: list[tuple[int, int, bytes]],
+                    meds: dict[str, dict[str, Any]], out: _Out) -> None:
+    st = out.stats
+    t0 = time.perf_counter()
+    parsed: list[tuple[int, int, dict[str, Any]]] = []
+    not_assessed: list[tuple[str, str]] = []  # (what, why)
+    for unit, line, raw in records:
+        st["records"] += 1
+        try:
+            res = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            out.quarantine_record(unit, line, pid, None, f"not valid JSON ({e})",
+                                  raw.decode("utf-8", "replace")[:2000])
+            not_assessed.append((f"an unreadable record (line {line + out.job.unit_offsets.get(unit, 0)}"
+                                 f" of {out.job.unit_files.get(unit)})", "not valid JSON"))
+            continue
+        if res.get("resourceType") == "_Invalid":  # a CSV row that could not be converted
+            out.quarantine_record(unit, line, pid, None, str(res.get("reason")), res)
+            not_assessed.append((str(res.get("label")), str(res.get("reason"))))
+            continue
+        parsed.append((unit, line, res))
+    demographics: dict[str, Any] = {"id": pid}
+    seen_patient = False
+    resources: dict[str, dict[str, Any]] = {}
+    for _, _, res in parsed:
+        rtype = res.get("resourceType")
+        if rtype in ("MedicationRequest", "Condition") and isinstance(res.get("id"), str):
+            resources[f"{rtype}/{res['id']}"] = res
+    observations: list[Observation] = []
+    conditions: list[Condition] = []
+    orders: list[MedicationOrder] = []
+    for unit, line, res in parsed:
+        rtype = res.get("resourceType")
+        try:
+            if rtype == "Patient":
+                demo = fhir_patient_demographics(res)
+                if not seen_patient:
+                    demographics, seen_patient = demo, True
+                elif demo != demographics:
+                    raise InputError("a second, different Patient resource for this patient")
+                else:
+                    st["skipped"] += 1
+            elif rtype in MED_TYPES:
+                if res.get("doNotPerform") is True or res.get("status") == "entered-in-error":
+                    st["skipped"] += 1
+                    continue
+                orders.append(fhir_medication_order(
+                    res, meds, resources=resources,
+                    fallback_id=f"{out.job.unit_files.get(unit)}:{line}"))
+            elif rtype == "Observation":
+                obs = fhir_observation(res)
+                if obs is None:
+                    st["skipped"] += 1
+                else:
+                    observations.append(obs)
+            elif rtype == "Condition":
+                cond = fhir_condition(res)
+                if cond.status == "entered-in-error":
+                    st["skipped"] += 1
+                else:
+                    conditions.append(cond)
+            else:
+                st["skipped"] += 1
+        except Exception as e:  # InputError, or a reader bug: never stop the run
+            reason = str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}"
+            out.quarantine_record(unit, line, pid, _label(res), reason, res)
+            if rtype in MED_TYPES:
+                not_assessed.append((_med_name(res), reason))
+            elif rtype == "Observation":
+                not_assessed.append((f"a lab ({_label(res)})", reason))
+            elif rtype == "Patient":
+                not_assessed.append(("demographics (age, sex)", reason))
+    t1 = time.perf_counter()
+    st["seconds"]["parse"] += t1 - t0
+    try:
+        patient = Patient(**demographics, observations=observations, conditions=conditions,
+                          medications=orders)
+        facts = eng.facts(patient, as_of=out.job.as_of)
+        alerts = eng.alerts(facts)
+    except Exception as e:  # never stop the run: the patient is listed as failed
+        st["failed"] += 1
+        out.quarantine_record(-1, 0, pid, f"Patient/{pid}",
+                              f"review failed: {type(e).__name__}: {e}", None)
+        st["seconds"]["engine"] += time.perf_counter() - t1
+        return
+    st["seconds"]["engine"] += time.perf_counter() - t1
+    _collect(pid, patient, facts, alerts, not_assessed, out)
+
+
+def _collect(pid: str, patient: Patient, facts: Any, alerts: list[Any],
+             not_assessed: list[tuple[str, str]], out: _Out) -> None:
+    st = out.stats
+    for m in facts.unrecognized:
+        not_assessed.append((m.label, m.reason or "not recognized"))
+    rows: list[dict[str, Any]] = [
+        {"patient_id": pid, "rule": a.rule, "pack": a.pack, "family": a.family,
+         "severity": a.severity, "priority": a.priority, "summary": a.summary,
+         "rationale": a.rationale, "medications": "; ".join(a.medications),
+         "actions": list(a.actions), "sources": list(a.sources), "role": a.role}
+        for a in alerts]
+    if not_assessed:
+        st["not_assessed_patients"] += 1
+        what = "; ".join(f"{w} ({why})" for w, why in not_assessed)
+        n = len(not_assessed)
+        rows.append({
+            "patient_id": pid, "rule": NOT_ASSESSED_RULE, "pack": "panel", "family": "data-quality",
+            "severity": "low", "priority": 100,
+            "summary": f"{n} item{'s' if n > 1 else ''} of the record could not be assessed",
+            "rationale": f"Not assessed: {what}. The other alerts for this patient leave these "
+                         "out: the MME total, interactions and dose checks may be incomplete. "
+                         "Check them by hand.",
+            "medications": "; ".join(w for w, _ in not_assessed),
+            "actions": ["Correct the source record or check these items by hand"],
+            "sources": [], "role": "pharmacist"})
+    for r in rows:
+        for c in ALERT_COLUMNS:
+            out.alerts[c].append(r[c])
+        _bump(st["rules"], r["rule"])
+        _bump(st["severities"], r["severity"])
+        _bump(st["families"], r["family"])
+    st["alerts"] += len(rows)
+    st["patients"] += 1
+    mme = round(float(facts.mme.total), 1)
+    if mme <= 0:
+        st["mme_zero"] += 1
+    else:
+        st["mme_hist"][min(MME_BINS, int(mme // MME_BIN))] += 1
+    st["mme_50"] += mme >= 50
+    st["mme_90"] += mme >= 90
+    _bump(st["burden_hist"], str(min(len(rows), 10)))
+    acb = int(getattr(facts, "acb_total", 0) or 0)
+    _bump(st["acb_hist"], str(min(acb, 10)))
+    fam = dict.fromkeys(FAMILIES, 0)
+    for r in rows:
+        fam[r["family"]] = fam.get(r["family"], 0) + 1
+    top = min(rows, key=lambda r: (-r["priority"], r["rule"])) if rows else None
+    age = patient.age_on(out.job.as_of)
+    w = {"patient_id": pid, "age": age, "sex": patient.sex,
+         "priority": top["priority"] if top else 0,
+         "top_severity": top["severity"] if top else "",
+         "alerts": len(rows), **{f"n_{f.replace('-', '_')}": fam[f] for f in FAMILIES},
+         "mme_total": mme, "acb_total": acb, "not_assessed": len(not_assessed),
+         "top_alert": top["summary"] if top else ""}
+    out.worklist.append(w)
+    if out.job.top_n <= 0 or not rows:
+        return
+    key = sort_key(w)
+    inv = (-key[0], -key[1], _Inv(key[2]))
+    if len(out.top) >= out.job.top_n and inv <= out.top[0][0]:
+        return
+    detail = {
+        "worklist": w, "birth_date": patient.birth_date.isoformat() if patient.birth_date else None,
+        "alerts": sorted(rows, key=lambda r: (-r["priority"], r["rule"])),
+        "mme": {"total": mme, "items": [
+            {"medication": i.medication, "ingredient": i.ingredient,
+             "daily_dose": round(i.daily_dose, 2), "unit": i.unit, "factor": i.factor,
+             "mme": round(i.mme, 1)} for i in facts.mme.items],
+            "excluded": [{"medication": e.medication, "reason": e.reason}
+                         for e in facts.mme.excluded]},
+        "medications": [{"label": m.label, "source": m.source, "prescriber": m.prescriber,
+                         "start": m.start.isoformat() if m.start else None} for m in facts.meds],
+        "renal": _renal_text(facts),
+        "not_assessed": [{"what": w_, "why": why} for w_, why in not_assessed],
+    }
+    item = (inv, len(out.top), detail)
+    if len(out.top) < out.job.top_n:
+        heapq.heappush(out.top, item)
+    else:
+        heapq.heapreplace(out.top, item)
+
+
+class _Inv(str):
+    """A string that sorts backwards (patient id tie-break in the min-heap of the top N)."""
+
+    __slots__ = ()
+
+    def __lt__(self, other: object) -> bool:
+        return str.__gt__(self, other)  # type: ignore[operator]
+
+    def __gt__(self, other: object) -> bool:
+        return str.__lt__(self, other)  # type: ignore[operator]
+
+    def __le__(self, other: object) -> bool:
+        return str.__ge__(self, other)  # type: ignore[operator]
+
+    def __ge__(self, other: object) -> bool:
+        return str.__le__(self, other)  # type: ignore[operator]
+
+
+def _renal_text(facts: Any) -> str | None:
+    renal = getattr(facts, "renal", None)
+    if renal is None:
+        return None
+    parts = []
+    crcl = getattr(renal, "crcl", None)
+    if crcl is not None:
+        parts.append(f"CrCl {crcl.value:.0f} mL/min ({crcl.formula}, {crcl.weight_basis} weight)")
+    egfr = getattr(renal, "egfr", None)
+    if isinstance(egfr, int | float):
+        parts.append(f"eGFR {egfr:.0f} mL/min/1.73m2 ({renal.egfr_basis or 'reported'})")
+    scr = getattr(renal, "creatinine", None)
+    if scr is not None:
+        parts.append(f"creatinine {scr.value:.2f} mg/dL" + (f" on {scr.date}" if scr.date else ""))
+    return ", ".join(parts) or None
+
+
+def _write(final: Path, out: _Out) -> None:
+    if final.exists():
+        return
+    tmp = final.parent / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        table = pa.Table.from_pydict(out.alerts, schema=ALERT_SCHEMA)
+        pq.write_table(table, tmp / "alerts.parquet", compression="zstd")
+        out.worklist.sort(key=sort_key)
+        (tmp / "worklist.ndjson").write_bytes(b"".join(orjson.dumps(w) + b"\n" for w in out.worklist))
+        (tmp / "quarantine.ndjson").write_bytes(b"".join(out.quarantine))
+        top = sorted(out.top, reverse=True)
+        (tmp / "detail.ndjson").write_bytes(b"".join(orjson.dumps(d) + b"\n" for *_, d in top))
+        (tmp / "stats.json").write_bytes(orjson.dumps(out.stats))
+        for f in tmp.iterdir():  # durable before the rename makes the shard count as done
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not final.exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another attempt finished it first
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
