@@ -131,9 +131,11 @@ def build_facts(kb: Knowledge, patient: Patient, as_of: date | None = None,
     )
     acb_items = []
     scores = kb.anticholinergic.scores
+    scored: set[str] = set()
     for m in current:
         for ing in m.ingredients:
-            if ing in scores:
+            if ing in scores and ing not in scored:  # IR + ER of one drug score once
+                scored.add(ing)
                 acb_items.append((m.label, ing, scores[ing]))
     cns = tuple(i for i, cls in enumerate(med_classes) if CNS_ACTIVE_CLASS in cls)
     hepatic, hepatic_missing = _hepatic(patient)

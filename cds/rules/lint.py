@@ -28,16 +28,29 @@ def _fields(template: str) -> set[str]:
         return {"<malformed braces>"}
 
 
+def _unconfirmed_within(kb: Knowledge, name: str) -> list[str]:
+    """The class itself and every narrower class it covers that is marked unconfirmed."""
+    import networkx as nx
+
+    g = kb.classes.graph
+    if name not in g or g.nodes[name]["kind"] != "class":
+        return []
+    nodes = [name, *nx.ancestors(g, name)]
+    return sorted(n for n in nodes if g.nodes[n]["kind"] == "class"
+                  and g.nodes[n].get("status") == "unconfirmed")
+
+
 def lint_warnings(pack: Pack, kb: Knowledge) -> list[str]:
     out: list[str] = []
     for loaded in pack.rules:
         r = loaded.rule
         where = f"{loaded.file}:{loaded.line}, rule {r.id}"
         for field, name in rule_refs(r):
-            status = kb.classes.graph.nodes[name].get("status") if kb.known(name) else None
-            if status == "unconfirmed":
-                out.append(f"{where}: field {field}: class {name!r} is marked unconfirmed in the "
-                           "knowledge base; confirm it against its source before shipping")
+            for cls in _unconfirmed_within(kb, name):
+                via = "" if cls == name else f" (through its subclass {cls!r})"
+                out.append(f"{where}: field {field}: {name!r} reaches class {cls!r}, marked "
+                           f"unconfirmed in the knowledge base{via}; confirm it against its "
+                           "source before shipping")
         allowed = PLACEHOLDERS.get(r.type, set())
         for part, text in (("summary", r.summary), ("rationale", r.rationale)):
             unknown = _fields(text) - allowed
