@@ -79,7 +79,7 @@ class Engine:
                        and len(esc) >= ref.min_escalation_alerts))
             if not due:
                 continue
-            targets = {a.id for a in mine if a.family in ("mme", "escalation")}
+            targets = {a.id for a in mine if a.family in ref.families}
             out = [replace(a, role=ref.role, actions=(*a.actions, ref.text))
                    if a.id in targets else a for a in out]
         return out

@@ -242,6 +242,8 @@ class Referral(_Strict):
     min_mme: float | None = None
     min_escalation_alerts: int | None = None
     text: str
+    #: Alerts of these families carry the referral and go to `role`.
+    families: list[Family] = Field(default_factory=lambda: ["mme"])
 
 
 class EscalationPolicy(_Strict):
