@@ -327,6 +327,7 @@ def test_prn_without_max_uses_the_schedule(kb: Knowledge) -> None:
 @pytest.mark.parametrize(("code", "per_day"), [
     ("QD", 1), ("BID", 2), ("TID", 3), ("QID", 4), ("QHS", 1), ("Q4H", 6), ("Q6H", 4),
     ("Q8H", 3), ("Q12H", 2), ("Q4-6H", 6), ("q6h", 4), ("QOD", 0.5), ("Q 4 H", 6),
+    ("BED", 1), ("AM", 1), ("PM", 1), ("Q1H", 24), ("Q2H", 12), ("Q3H", 8),
 ])
 def test_timing_codes(kb: Knowledge, code: str, per_day: float) -> None:
     assert code_per_day(code) == per_day
