@@ -22,10 +22,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class _TooLarge(Exception):
-    pass
-
-
 async def send_json(send: Send, status: int, body: dict[str, Any]) -> None:
     data = orjson.dumps(body)
     await send({"type": "http.response.start", "status": status,
@@ -55,17 +51,32 @@ class Guard:
                 if length > limit:
                     await send_json(send, 413, _too_large(limit))
                     return
+        # Read the whole body first (it is small, and bounded): a body over the limit is
+        # answered 413 before any of the app runs, however it was sent.
+        chunks: list[bytes] = []
         received = 0
-        started = False
-
-        async def receive_limited() -> Message:
-            nonlocal received
+        more = scope.get("method") in ("POST", "PUT", "PATCH")
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise _TooLarge
-            return message
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            received += len(body)
+            if received > limit:
+                await send_json(send, 413, _too_large(limit))
+                return
+            chunks.append(body)
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        started = False
 
         async def send_tracked(message: Message) -> None:
             nonlocal started
@@ -74,10 +85,7 @@ class Guard:
             await send(message)
 
         try:
-            await self.app(scope, receive_limited, send_tracked)
-        except _TooLarge:
-            if not started:
-                await send_json(send, 413, _too_large(limit))
+            await self.app(scope, replay, send_tracked)
         except Exception as e:  # noqa: BLE001 - the last line of defence
             incident = uuid.uuid4().hex[:12]
             log.error("unhandled %s in %s %s (incident %s)", type(e).__name__,
