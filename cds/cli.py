@@ -293,12 +293,23 @@ def panel(
     workers: Annotated[int | None, typer.Option("--workers", help="Local worker processes.")] = None,
     pack: PacksOpt = None,
     as_of: AsOfOpt = None,
+    shards: Annotated[int | None, typer.Option(
+        "--shards", help="Units of work (default: sized from the input).")] = None,
+    top: Annotated[int, typer.Option(
+        "--top", help="Patients of the worklist shown in detail in report.html.")] = 500,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Review a whole panel: alerts, worklist, quarantine and an HTML report."""
     from cds.panel.run import run_panel
 
-    run_panel(input, out_dir, resume=resume, executor=executor, scheduler=scheduler,
-              workers=workers, packs=pack, as_of=_as_of(as_of))
+    try:
+        run_panel(input, out_dir, resume=resume, executor=executor, scheduler=scheduler,
+                  workers=workers, packs=pack, as_of=_as_of(as_of), shards=shards, top_n=top,
+                  quiet=quiet)
+    except PackErrors as e:
+        fail("rule packs failed to load:\n" + "\n".join(f"  {x}" for x in e.errors))
+    except CdsError as e:
+        fail(str(e))
 
 
 @app.command()
@@ -306,11 +317,16 @@ def synth(
     patients: Annotated[int, typer.Option("--patients", help="Number of patients.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")],
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    gz: Annotated[bool, typer.Option("--gzip", help="Write .ndjson.gz files.")] = False,
+    anchor: Annotated[str | None, typer.Option(
+        "--anchor", help="'Today' of the synthetic history, YYYY-MM-DD (default 2026-11-26).")] = None,
+    dirty: Annotated[float, typer.Option(
+        "--dirty", help="Share of records of each dirty kind (0 for a clean panel).")] = 0.01,
 ) -> None:
     """Write a synthetic FHIR Bulk Data panel for demos, tests and benchmarks."""
     from cds.panel.synth import write_panel
 
-    write_panel(patients, out_dir, seed=seed)
+    write_panel(patients, out_dir, seed=seed, gzip=gz, anchor=_as_of(anchor), dirty=dirty)
     out.print(f"wrote {patients} patients to {out_dir}")
 
 

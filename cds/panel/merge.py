@@ -89,23 +89,20 @@ def merge_quarantine(parts: Path, dirs: list[Path], out: Path, unit_files: dict[
                 rec["line"] = unit_offsets.get(unit, 0) + rec["line"]
                 fh.write(orjson.dumps(rec) + b"\n")
                 n += 1
-                _kind(reasons, rec["reason"])
+                _kind(reasons, rec)
         for d in dirs:
             data = (d / "quarantine.ndjson").read_bytes()
             fh.write(data)
             for line in data.splitlines():
                 n += 1
-                _kind(reasons, orjson.loads(line)["reason"])
+                _kind(reasons, orjson.loads(line))
     os.replace(_tmp(path), path)
     return n, reasons
 
 
-def _kind(reasons: dict[str, int], reason: str) -> None:
-    """Group reasons for run.json and the report: the message without the record's place."""
-    if reason.startswith(("not valid JSON", "review failed")):
-        key = reason.split(" (")[0].split(":")[0]
-    else:
-        key = (reason.split(": ")[-1] if ": " in reason else reason)[:80]
+def _kind(reasons: dict[str, int], rec: dict[str, Any]) -> None:
+    """Count reasons for run.json and the report by the problem, not the record's place."""
+    key = str(rec.get("problem") or rec.get("reason"))[:100]
     reasons[key] = reasons.get(key, 0) + 1
 
 

@@ -209,7 +209,8 @@ def partition_unit(unit: Unit, folder: str, shards: int) -> UnitResult:
     def bad(line_no: int, reason: str, record: Any) -> None:
         res.quarantined += 1
         quarantine.append(orjson.dumps({"file": name, "line": line_no, "patient_id": None,
-                                        "resource": None, "reason": reason, "record": record,
+                                        "resource": None, "reason": reason,
+                                        "problem": reason.split(" (")[0], "record": record,
                                         "_unit": unit.index}) + b"\n")
 
     if unit.file.kind.startswith("csv:"):

@@ -71,14 +71,14 @@ def histogram(bins: list[tuple[str, float]], *, color: str = "#2563eb", width: i
         out.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" '
                    f'class="grid"/><text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" '
                    f'class="val">{_fmt(top * frac)}</text>')
-    step = max(1, len(bins) // 10)
+    dense = len(bins) > 12
     for i, (label, v) in enumerate(bins):
         x = left + i * bw
         bh = ph * v / top
         out.append(f'<rect x="{x + 1:.1f}" y="{top_pad + ph - bh:.1f}" width="{max(1.0, bw - 2):.1f}"'
                    f' height="{bh:.1f}" fill="{color}"><title>{escape(label)}: {_fmt(v)}'
                    f'</title></rect>')
-        if i % step == 0 or i == len(bins) - 1:
+        if not dense or not label[0].isdigit() or int(label.rstrip("+")) % 50 == 0:
             out.append(f'<text x="{x + bw / 2:.1f}" y="{height - bottom + 16}" '
                        f'text-anchor="middle" class="val">{escape(label)}</text>')
     for pos, label, c in lines:
@@ -97,10 +97,10 @@ def histogram(bins: list[tuple[str, float]], *, color: str = "#2563eb", width: i
 def _charts(info: dict[str, Any], stats: dict[str, Any]) -> dict[str, Markup]:
     rules = sorted(stats["rules"].items(), key=lambda kv: (-kv[1], kv[0]))
     sev = [(s, stats["severities"].get(s, 0)) for s in SEVERITY_ORDER if stats["severities"].get(s)]
-    mme_bins = [("0", stats.get("mme_zero", 0))]
+    mme_bins = [("none", stats.get("mme_zero", 0))]
     for i, v in enumerate(stats["mme_hist"]):
         lo = i * MME_BIN
-        mme_bins.append((f"{lo}+" if i == MME_BINS else f"{lo}–{lo + MME_BIN}", v))
+        mme_bins.append((f"{lo}+" if i == MME_BINS else str(lo), v))
     # bin 0 is "no opioid"; bin i+1 covers [10i, 10i+10): 50 MME sits at position 6
     lines = [(1 + 50 / MME_BIN, "50 MME", "#f59e0b"), (1 + 90 / MME_BIN, "90 MME", "#dc2626")]
     burden = [(k if k != "10" else "10+", stats["burden_hist"].get(k, 0))
@@ -113,7 +113,7 @@ def _charts(info: dict[str, Any], stats: dict[str, Any]) -> dict[str, Markup]:
     return {
         "rules": hbar_chart(rules[:25]),
         "severity": hbar_chart(sev, color=[SEVERITY_COLORS[s] for s, _ in sev], label_width=110),
-        "mme": histogram(mme_bins, lines=lines, x_title="total MME/day (first bar: none)",
+        "mme": histogram(mme_bins, lines=lines, x_title="total MME/day (bars of 10; first bar: no opioid)",
                          color="#7c3aed"),
         "burden": histogram(burden, x_title="alerts per patient", color="#0f766e"),
         "acb": histogram(acb, x_title="anticholinergic burden score (ACB)", color="#b45309"),

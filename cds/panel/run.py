@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import pickle
 import shutil
 import time
 import uuid
@@ -47,7 +46,7 @@ from cds.panel.partition import (
     unit_first_lines,
 )
 from cds.panel.report import write_report
-from cds.panel.shard import ShardJob, init_worker, review_shard
+from cds.panel.shard import ShardJob, engine_spec, init_worker, review_shard
 
 WORK = ".work"
 DEFAULT_TOP_N = 500
@@ -65,7 +64,7 @@ class _LocalExecutor:
         ctx.set_forkserver_preload(["cds.panel.shard"])
         self.workers = workers
         self.pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
-                                        initargs=(pickle.dumps(engine),))
+                                        initargs=(engine_spec(engine),))
 
     def run(self, fn: Callable[..., Any], items: Iterable[Any], **kwargs: Any) -> Iterator[Any]:
         """Results in completion order, keeping at most 2 tasks per worker queued."""
@@ -104,13 +103,14 @@ class _DaskExecutor:
             self.client = Client(self.cluster)
         info = self.client.scheduler_info()
         self.workers = max(1, sum(w.get("nthreads", 1) for w in info["workers"].values()))
-        self.engine = self.client.scatter(engine, broadcast=True)
+        spec = engine_spec(engine)
+        self.spec = self.client.scatter(spec, broadcast=True)
 
     def run(self, fn: Callable[..., Any], items: Iterable[Any], **kwargs: Any) -> Iterator[Any]:
         from dask.distributed import as_completed
 
         if fn is review_shard:
-            kwargs = {**kwargs, "engine": self.engine}
+            kwargs = {**kwargs, "spec": self.spec}
         futures = self.client.map(fn, list(items), pure=False, **kwargs)
         for f in as_completed(futures):
             yield f.result()

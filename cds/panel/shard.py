@@ -44,13 +44,35 @@ MME_BIN = 10
 MME_BINS = 30  # 0-10, ..., 290-300, then 300+
 
 _ENGINE: Engine | None = None
+_SPEC: tuple[str, Any] | None = None
 _MEDS: dict[str, dict[str, dict[str, Any]]] = {}
 
 
-def init_worker(engine_blob: bytes) -> None:
-    """Process-pool initializer: unpickle the engine once per worker."""
-    global _ENGINE
-    _ENGINE = pickle.loads(engine_blob)
+def engine_spec(engine: Engine) -> tuple[str, Any]:
+    """How a worker gets the engine: the pickled engine, or (if it does not pickle) the exact
+    pack versions to load, so every worker evaluates with the same packs."""
+    try:
+        return ("pickle", pickle.dumps(engine))
+    except Exception:
+        return ("packs", [p.ref for p in engine.packs])
+
+
+def worker_engine(spec: tuple[str, Any]) -> Engine:
+    global _ENGINE, _SPEC
+    if _ENGINE is None or _SPEC != spec:
+        if spec[0] == "pickle":
+            _ENGINE = pickle.loads(spec[1])
+        else:
+            from cds.engine.evaluator import load_engine
+
+            _ENGINE = load_engine(spec[1])
+        _SPEC = spec
+    return _ENGINE
+
+
+def init_worker(spec: tuple[str, Any]) -> None:
+    """Process-pool initializer: build the engine once per worker."""
+    worker_engine(spec)
 
 
 @dataclass(frozen=True)
@@ -99,11 +121,12 @@ class _Out:
                                                               "engine": 0.0, "write": 0.0}}
 
     def quarantine_record(self, unit: int, line: int, pid: str | None, resource: str | None,
-                          reason: str, record: Any) -> None:
+                          reason: str, record: Any, problem: str | None = None) -> None:
         self.stats["quarantined"] += 1
         self.quarantine.append(orjson.dumps({
             "file": self.job.unit_files.get(unit), "line": self.job.unit_offsets.get(unit, 0) + line,
-            "patient_id": pid, "resource": resource, "reason": reason, "record": record}) + b"\n")
+            "patient_id": pid, "resource": resource, "reason": reason,
+            "problem": problem or reason, "record": record}) + b"\n")
 
 
 def _bump(d: dict[str, int], key: str, n: int = 1) -> None:
@@ -131,13 +154,14 @@ def _med_name(res: dict[str, Any]) -> str:
     return _label(res)
 
 
-def review_shard(job: ShardJob, engine: Engine | None = None) -> dict[str, Any]:
+def review_shard(job: ShardJob, engine: Engine | None = None,
+                 spec: tuple[str, Any] | None = None) -> dict[str, Any]:
     """Review one shard; returns its stats. Skips (returns the stats on disk) if done."""
     work = Path(job.work)
     final = work / "shards" / f"s{job.shard:05d}"
     if (final / "stats.json").exists():
         return dict(orjson.loads((final / "stats.json").read_bytes()))
-    eng = engine or _ENGINE
+    eng = engine or (worker_engine(spec) if spec is not None else _ENGINE)
     if eng is None:
         raise RuntimeError("review_shard: no engine (worker not initialized)")
     t0 = time.perf_counter()
@@ -174,7 +198,7 @@ def _review_patient(eng: Engine, pid: str, records: list[tuple[int, int, bytes]]
             res = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
             out.quarantine_record(unit, line, pid, None, f"not valid JSON ({e})",
-                                  raw.decode("utf-8", "replace")[:2000])
+                                  raw.decode("utf-8", "replace")[:2000], "not valid JSON")
             not_assessed.append((f"an unreadable record (line {line + out.job.unit_offsets.get(unit, 0)}"
                                  f" of {out.job.unit_files.get(unit)})", "not valid JSON"))
             continue
@@ -227,7 +251,8 @@ def _review_patient(eng: Engine, pid: str, records: list[tuple[int, int, bytes]]
                 st["skipped"] += 1
         except Exception as e:  # InputError, or a reader bug: never stop the run
             reason = str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}"
-            out.quarantine_record(unit, line, pid, _label(res), reason, res)
+            problem = e.message if isinstance(e, InputError) else reason
+            out.quarantine_record(unit, line, pid, _label(res), reason, res, problem)
             if rtype in MED_TYPES:
                 not_assessed.append((_med_name(res), reason))
             elif rtype == "Observation":
@@ -244,7 +269,7 @@ def _review_patient(eng: Engine, pid: str, records: list[tuple[int, int, bytes]]
     except Exception as e:  # never stop the run: the patient is listed as failed
         st["failed"] += 1
         out.quarantine_record(-1, 0, pid, f"Patient/{pid}",
-                              f"review failed: {type(e).__name__}: {e}", None)
+                              f"review failed: {type(e).__name__}: {e}", None, "review failed")
         st["seconds"]["engine"] += time.perf_counter() - t1
         return
     st["seconds"]["engine"] += time.perf_counter() - t1

@@ -84,6 +84,7 @@ class Product:
     route: str
     unit: str
     unit_code: str
+    strength: float
 
 
 def _products() -> dict[tuple[str, ...], list[Product]]:
@@ -94,8 +95,9 @@ def _products() -> dict[tuple[str, ...], list[Product]]:
         if units is None or row["tty"] != "SCD":
             continue
         key = tuple(sorted(row["ingredients"].split("|")))
+        strength = float(row["strengths"].split("|")[-1] or 0)
         out.setdefault(key, []).append(Product(row["rxcui"], row["name"], key, row["dose_form"],
-                                               row["route"], *units))
+                                               row["route"], *units, strength))
     return out
 
 
@@ -129,10 +131,17 @@ class _Gen:
         self.products = _products()
         self.medications: dict[str, dict[str, Any]] = {}
 
-    def pick(self, options: list[tuple[str, ...]], weights: list[int] | None = None) -> Product | None:
+    def pick(self, options: list[tuple[str, ...]], weights: list[int] | None = None,
+             low: bool = False) -> Product | None:
+        """A product of one of the options; `low` favours the lower strengths (opioids)."""
         key = tuple(sorted(self.r.choices(options, weights)[0]))
         choices = self.products.get(key)
-        return self.r.choice(choices) if choices else None
+        if not choices:
+            return None
+        if not low:
+            return self.r.choice(choices)
+        ranked = sorted(choices, key=lambda p: p.strength)
+        return self.r.choices(ranked, [1 / (i + 1) ** 1.5 for i in range(len(ranked))])[0]
 
     def day(self, days_ago: int) -> str:
         return (self.anchor - timedelta(days=days_ago)).isoformat()
@@ -205,16 +214,21 @@ class _Gen:
             p = self.pick([("buprenorphine", "naloxone")])
             if p:
                 meds.append((p, 1, r.choice((1, 2)), False))
-        n_opioids = r.choices((0, 1, 2, 3), (30, 48, 18, 4))[0]
+        n_opioids = r.choices((0, 1, 2, 3), (35, 50, 13, 2))[0]
         for _ in range(n_opioids):
-            p = self.pick(_OPIOIDS, _OPIOID_WEIGHTS)
+            p = self.pick(_OPIOIDS, _OPIOID_WEIGHTS, low=True)
             if p is None:
                 continue
             if p.unit == "patch":
                 meds.append((p, 1, 0, False))
+            elif "24 HR" in p.name:
+                meds.append((p, 1, 1, False))
+            elif "Extended Release" in p.dose_form or "12 HR" in p.name:
+                meds.append((p, 1, r.choice((1, 2, 2)), False))
             else:
-                meds.append((p, r.choice((1, 1, 1, 2)), r.choice((1, 2, 3, 4, 4, 6)),
-                             r.random() < 0.35))
+                prn = r.random() < 0.4
+                meds.append((p, r.choices((1, 2), (85, 15))[0],
+                             r.choices((1, 2, 3, 4, 6), (15, 30, 30, 20, 5))[0], prn))
         if r.random() < 0.22:
             p = self.pick(_BENZOS)
             if p:
