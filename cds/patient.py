@@ -117,10 +117,13 @@ class Observation(_Model):
     @model_validator(mode="after")
     def _canonical(self) -> Observation:
         canonical = LAB_UNITS[self.kind]
-        if self.unit == canonical:
-            return self
-        value = convert_lab(self.kind, self.value, self.unit)
-        return self.model_copy(update={"value": value, "unit": canonical})
+        if self.unit != canonical:
+            value = convert_lab(self.kind, self.value, self.unit)
+            # frozen model: set the converted fields in place, so every way of building an
+            # Observation (constructor, model_validate, nested) gets the canonical unit
+            object.__setattr__(self, "value", value)
+            object.__setattr__(self, "unit", canonical)
+        return self
 
 
 class Condition(_Model):

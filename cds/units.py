@@ -27,7 +27,7 @@ _ALIASES = {
     "g/dl": "g/dL", "g/l": "g/L",
     "ml/min/1.73m2": "mL/min/1.73m2", "ml/min/{1.73_m2}": "mL/min/1.73m2",
     "ml/min/1.73_m2": "mL/min/1.73m2", "ml/min/1.73 m2": "mL/min/1.73m2",
-    "ml/min/1.73m^2": "mL/min/1.73m2", "ml/min": "mL/min/1.73m2",
+    "ml/min/1.73m^2": "mL/min/1.73m2",
     "1": "1", "{inr}": "1", "{ratio}": "1", "ratio": "1", "inr": "1",
 }
 

@@ -476,10 +476,6 @@ def test_observation_converts_once_at_the_boundary() -> None:
         Observation.model_validate({"kind": "weight", "value": 11, "unit": "stone"})
 
 
-@pytest.mark.filterwarnings("ignore:A custom validator is returning a value other than")
-@pytest.mark.xfail(strict=True, reason="cds/patient.py Observation._canonical returns a copy from "
-                   "an after-validator; pydantic ignores it when the model is built with "
-                   "Observation(...) (it works through model_validate)")
 def test_observation_constructor_converts_too() -> None:
     o = Observation(kind="weight", value=154, unit="lb")
     assert o.unit == "kg" and o.value == pytest.approx(69.853225)

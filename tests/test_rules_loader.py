@@ -129,9 +129,6 @@ def test_unexpected_field(tmp_path: Path, kb: Knowledge) -> None:
     assert line_of(path, "id: opioid-benzo") <= (e.line or 0) <= line_of(path, "sevrity")
 
 
-@pytest.mark.xfail(strict=True, reason="cds/rules/loader.py _locate stops at pydantic's "
-                   "discriminator tag ('interaction') in the error location, so a field error "
-                   "inside a rule gets the rule's first line, not the field's line")
 def test_field_error_names_the_field_line(tmp_path: Path, kb: Knowledge) -> None:
     folder = write_pack(tmp_path / "p", RULE_HEAD + interaction(severity="severe"))
     (e,) = errors_of(folder, kb)

@@ -33,6 +33,8 @@ from cds.rules.models import (
 from cds.rules.version import satisfies
 
 LINES = "__lines__"
+_TAGS = frozenset({"interaction", "burden", "mme", "renal", "renal-monitoring", "hepatic",
+                   "escalation", "expression"})
 LINE = "__line__"
 
 
@@ -65,6 +67,8 @@ def _locate(doc: Any, loc: tuple[int | str, ...]) -> tuple[int | None, str | Non
     rule_id = None
     node = doc
     for part in loc:
+        if part in _TAGS:
+            continue  # pydantic's discriminator tag, not a key the author wrote
         if isinstance(node, dict):
             if isinstance(part, str) and part in node:
                 line = node.get(LINES, {}).get(part, line)
@@ -87,8 +91,7 @@ def _field(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in {"interaction", "burden", "mme", "renal", "renal-monitoring", "hepatic",
-                      "escalation", "expression"}:
+        elif part in _TAGS:
             continue  # pydantic's discriminator tag, not a field the author wrote
         else:
             out += ("." if out else "") + part
