@@ -243,7 +243,7 @@ class Referral(_Strict):
     min_escalation_alerts: int | None = None
     text: str
     #: Alerts of these families carry the referral and go to `role`.
-    families: list[Family] = Field(default_factory=lambda: ["mme"])
+    families: list[Family] = Field(default_factory=lambda: list[Family](["mme"]))
 
 
 class EscalationPolicy(_Strict):
