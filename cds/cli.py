@@ -276,11 +276,14 @@ def serve(
     allow_unsigned: Annotated[bool, typer.Option(
         "--allow-unsigned", help="Accept requests without a JWT. Development only.")] = False,
     config: Annotated[Path | None, typer.Option("--config", help="Service config (YAML).")] = None,
+    log_level: Annotated[str, typer.Option(
+        "--log-level", help="debug, info, warning or error. Patient data is never logged.")] = "info",
 ) -> None:
-    """Run the CDS Hooks service."""
+    """Run the CDS Hooks service (docs/cds-hooks.md)."""
     from cds.service.server import run
 
-    run(host=host, port=port, allow_unsigned=allow_unsigned, config=config)
+    run(host=host, port=port, allow_unsigned=allow_unsigned, config=config,
+        log_level=log_level.lower())
 
 
 @app.command()

@@ -3,6 +3,7 @@ and the report in a real headless browser."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import os
@@ -276,10 +277,8 @@ def test_resume_after_kill_9_loses_and_duplicates_nothing(tmp_path: Path) -> Non
         os.kill(proc.pid, signal.SIGKILL)  # the main process only, mid-run
         proc.wait()
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # then the workers it left behind
-        except ProcessLookupError:
-            pass
     done = len([d for d in shards.glob("s*") if d.is_dir()])
     assert 5 <= done < 60 and not (out / "run.json").exists()
     res = subprocess.run(_cli(*args, "--resume"), capture_output=True, text=True, timeout=120)

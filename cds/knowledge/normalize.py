@@ -169,7 +169,7 @@ def identify(kb: Knowledge, order: MedicationOrder) -> Identity | None:
 
 
 @cached(LRUCache(maxsize=65536),
-        key=lambda kb, codes, text, displays: (id(kb), codes, text, displays))
+        key=lambda kb, codes, text, displays: (kb, codes, text, displays))
 def _identify(kb: Knowledge, codes: tuple[tuple[str | None, str], ...], text: str | None,
               displays: tuple[str | None, ...]) -> Identity | None:
     for system, code in codes:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import heapq
 import os
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ def merge_alerts(dirs: list[Path], out: Path) -> int:
     return n
 
 
-def _rows(path: Path) -> Iterator[dict[str, Any]]:
+def _rows(path: Path) -> Generator[dict[str, Any], None, None]:
     with open(path, "rb") as fh:
         for line in fh:
             yield orjson.loads(line)

@@ -36,7 +36,6 @@ from cds.engine.evaluator import Engine, load_engine
 from cds.errors import CdsError
 from cds.panel import merge as merging
 from cds.panel.partition import (
-    Unit,
     UnitResult,
     cpu_count,
     discover,

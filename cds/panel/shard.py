@@ -59,7 +59,7 @@ def engine_spec(engine: Engine) -> tuple[str, Any]:
 
 def worker_engine(spec: tuple[str, Any]) -> Engine:
     global _ENGINE, _SPEC
-    if _ENGINE is None or _SPEC != spec:
+    if _ENGINE is None or spec != _SPEC:
         if spec[0] == "pickle":
             _ENGINE = pickle.loads(spec[1])
         else:

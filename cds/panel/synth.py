@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import gzip
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from importlib import resources
@@ -106,11 +106,13 @@ class _Writer:
 
     def __init__(self, out_dir: Path, compress: bool) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.files: dict[str, IO[bytes]] = {}
+        self.files: dict[str, IO[bytes] | gzip.GzipFile] = {}
         for rtype in FILES:
             path = out_dir / (f"{rtype}.ndjson.gz" if compress else f"{rtype}.ndjson")
-            self.files[rtype] = (gzip.open(path, "wb", compresslevel=3) if compress
-                                 else open(path, "wb", buffering=1 << 20))  # noqa: SIM115
+            if compress:
+                self.files[rtype] = gzip.GzipFile(path, "wb", compresslevel=3)
+            else:
+                self.files[rtype] = open(path, "wb", buffering=1 << 20)  # noqa: SIM115
 
     def write(self, resource: dict[str, Any]) -> None:
         self.files[resource["resourceType"]].write(orjson.dumps(resource) + b"\n")
@@ -131,7 +133,7 @@ class _Gen:
         self.products = _products()
         self.medications: dict[str, dict[str, Any]] = {}
 
-    def pick(self, options: list[tuple[str, ...]], weights: list[int] | None = None,
+    def pick(self, options: Sequence[tuple[str, ...]], weights: list[int] | None = None,
              low: bool = False) -> Product | None:
         """A product of one of the options; `low` favours the lower strengths (opioids)."""
         key = tuple(sorted(self.r.choices(options, weights)[0]))
