@@ -103,9 +103,9 @@ def _suggestions(f: Finding) -> tuple[Suggestion, ...]:
 
 
 def _summary(template: str, values: dict[str, object]) -> str:
-    """The rule's summary with its values filled in, held to CDS Hooks' 140 characters."""
+    """The summary with its values filled in, under CDS Hooks' 140 characters (at most 139)."""
     text = fill(template, values)
-    return text if len(text) <= 140 else text[:139] + "…"
+    return text if len(text) < 140 else text[:138] + "…"
 
 
 def to_alerts(findings: Iterable[Finding], facts: Facts) -> list[Alert]:

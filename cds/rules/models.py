@@ -53,7 +53,7 @@ class RuleBase(_Strict):
     id: str = Field(pattern=RULE_ID)
     title: str | None = None
     severity: Severity
-    summary: str = Field(max_length=140)
+    summary: str = Field(max_length=139)  # CDS Hooks: "<140 characters"
     rationale: str
     actions: list[Action] = Field(default_factory=list)
     sources: list[str] = Field(min_length=1)
