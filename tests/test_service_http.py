@@ -219,7 +219,7 @@ def full_prefetch() -> dict[str, Any]:
             "dispenses": _bundle(by["MedicationDispense"]) if by["MedicationDispense"] else None,
             "weight": _bundle([obs["29463-7"]]) if "29463-7" in obs else None,
             "creatinine": _bundle([obs["2160-0"]]) if "2160-0" in obs else None,
-            "egfr": None}
+            "egfr": None, "conditions": None}
 
 
 def draft(rid: str = "draft-diazepam", code: str = "197591",

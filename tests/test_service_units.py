@@ -86,3 +86,18 @@ def test_feedback_parse_and_store(tmp_path: Path) -> None:
         assert reopened.count("feedback") == 2 and reopened.count("cards") == 1
     finally:
         reopened.close()
+
+
+def test_conditions_prefetch_reaches_the_patient() -> None:
+    from cds.service.assemble import assemble
+
+    condition = {"resourceType": "Condition", "id": "c1",
+                 "subject": {"reference": "Patient/p1"},
+                 "clinicalStatus": {"coding": [{"code": "active"}]},
+                 "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm",
+                                      "code": "F11.20"}], "text": "Opioid use disorder"}}
+    bundle = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": condition}]}
+    got = assemble("p1", {"patient": {"resourceType": "Patient", "id": "p1"},
+                          "conditions": bundle}, {}, with_drafts=False, dispense_days=180)
+    assert [(c.code, c.text) for c in got.patient.conditions] == [("F11.20", "Opioid use disorder")]
+    assert "conditions" in templates(180)

@@ -16,8 +16,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from cds.errors import InputError
-from cds.io import fhir_medication_order, fhir_observation, fhir_patient_demographics
-from cds.patient import MedicationOrder, Observation, Patient
+from cds.io import fhir_condition, fhir_medication_order, fhir_observation, fhir_patient_demographics
+from cds.patient import Condition, MedicationOrder, Observation, Patient
 from cds.service.cards import OrderRef
 
 MED_TYPES = ("MedicationRequest", "MedicationStatement", "MedicationDispense")
@@ -148,6 +148,7 @@ def assemble(patient_id: str, values: Mapping[str, Any], context: Mapping[str, A
     demographics: dict[str, Any] = {"id": patient_id}
     observations: list[Observation] = []
     meds: list[MedicationOrder] = []
+    conditions: list[Condition] = []
     cutoff = (today or date.today()) - timedelta(days=dispense_days)
     for res in resources:
         rtype = res["resourceType"]
@@ -165,6 +166,11 @@ def assemble(patient_id: str, values: Mapping[str, Any], context: Mapping[str, A
                 obs = fhir_observation(res)
                 if obs is not None:
                     observations.append(obs)
+            elif rtype == "Condition":
+                if _other_patient(res, patient_id):
+                    problems.append(f"{_label(res)}: belongs to another patient; left out")
+                    continue
+                conditions.append(fhir_condition(res))
             elif rtype in MED_TYPES:
                 if res.get("doNotPerform") is True or res.get("status") in _WITHDRAWN:
                     continue
@@ -183,7 +189,8 @@ def assemble(patient_id: str, values: Mapping[str, Any], context: Mapping[str, A
         except (InputError, ValidationError) as e:
             problems.append(f"{_label(res)}: {_error(e)}")
     try:
-        patient = Patient(**demographics, observations=observations, medications=meds)
+        patient = Patient(**demographics, observations=observations, medications=meds,
+                          conditions=conditions)
     except ValidationError as e:
         raise BadRequest(_error(e), "prefetch.patient") from None
     return Assembled(patient=patient, drafts=drafts, orders=orders, problems=problems)

@@ -37,9 +37,12 @@ KEY_LABELS = {
     "weight": "latest weight",
     "creatinine": "latest serum creatinine",
     "egfr": "latest eGFR",
+    "conditions": "active conditions",
 }
 #: Keys without which the check is seriously incomplete (the card is a warning, not info).
 SERIOUS_KEYS = frozenset({"medications", "dispenses", "patient"})
+#: Keys a request may leave out even with no FHIR server to fetch them from (no 412).
+OPTIONAL_KEYS = frozenset({"conditions"})
 
 
 def _codes(kind: str) -> str:
@@ -56,6 +59,8 @@ def templates(dispense_days: int, today: date | None = None) -> dict[str, str]:
         "patient": f"Patient/{pid}",
         "medications": f"MedicationRequest?patient={pid}&status=active",
         "dispenses": f"MedicationDispense?patient={pid}&whenhandedover=ge{since.isoformat()}",
+        # an extension of the list: rules read diagnoses (OUD, CKD stage)
+        "conditions": f"Condition?patient={pid}&clinical-status=active",
     }
     for kind in OBSERVATION_CODES:
         out[kind] = f"Observation?patient={pid}&code={_codes(kind)}&_sort=-date&_count=1"
@@ -163,6 +168,11 @@ async def gather(request: Mapping[str, Any], tmpl: Mapping[str, str], client: ht
     server = request.get("fhirServer")
     auth = request.get("fhirAuthorization")
     token = auth.get("access_token") if isinstance(auth, dict) else None
+    if not isinstance(server, str) or not isinstance(token, str) or not token:
+        for key in OPTIONAL_KEYS:  # nice to have: without a server to ask, go on without
+            todo.pop(key, None)
+        if not todo:
+            return out
     names = sorted(todo)
     if not isinstance(server, str) or not isinstance(token, str) or not token:
         raise PrefetchError("prefetch is missing " + ", ".join(names) + " and the request has no "
@@ -187,6 +197,8 @@ async def gather(request: Mapping[str, Any], tmpl: Mapping[str, str], client: ht
             out.fetched.append(key)
         elif isinstance(exc, httpx.TimeoutException):
             out.missing.append(key)  # slow, not broken: answer without it
+        elif key in OPTIONAL_KEYS:
+            out.missing.append(key)  # nice to have: report it on the card, do not fail the call
         elif isinstance(exc, PrefetchError):
             failed.append((key, exc.message))
         elif isinstance(exc, httpx.HTTPError):
