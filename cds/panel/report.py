@@ -78,7 +78,8 @@ def histogram(bins: list[tuple[str, float]], *, color: str = "#2563eb", width: i
         out.append(f'<rect x="{x + 1:.1f}" y="{top_pad + ph - bh:.1f}" width="{max(1.0, bw - 2):.1f}"'
                    f' height="{bh:.1f}" fill="{color}"><title>{escape(label)}: {_fmt(v)}'
                    f'</title></rect>')
-        if not dense or not label[0].isdigit() or int(label.rstrip("+")) % 50 == 0:
+        if not dense or not label[0].isdigit() or int(label.rstrip("+")) % 50 == 0 < int(
+                label.rstrip("+")) or (i == 0 and label == "0"):
             out.append(f'<text x="{x + bw / 2:.1f}" y="{height - bottom + 16}" '
                        f'text-anchor="middle" class="val">{escape(label)}</text>')
     for pos, label, c in lines:
