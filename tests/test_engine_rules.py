@@ -269,7 +269,7 @@ def test_unrecognized_medication_is_reported_not_dropped() -> None:
 def test_engine_pickles(tmp_path: Path) -> None:
     import pickle
 
-    folder = make_pack(tmp_path, "t", [inter("x", "opioid", "benzodiazepine")])
+    folder = make_pack(tmp_path, "t", [inter("x", "opioid", "benzodiazepine", when="age >= 65")])
     e = engine(folder)
     clone = pickle.loads(pickle.dumps(e))
     p = patient([med("o", OXY), med("a", ALPRAZ)])

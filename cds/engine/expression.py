@@ -28,10 +28,6 @@ class ExpressionError(ValueError):
     pass
 
 
-def _var(getter: Callable[[Facts], Any]) -> Callable[[Facts], Any]:
-    return getter
-
-
 NAMES: dict[str, Callable[[Facts], Any]] = {
     "age": lambda f: f.age,
     "sex": lambda f: f.sex,
@@ -86,6 +82,10 @@ class Expression:
 
     def __call__(self, facts: Facts) -> bool:
         return bool(self.fn(facts, None))
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        # closures do not pickle: ship the text and compile again on the other side
+        return compile_expression, (self.text,)
 
     def explain(self, facts: Facts) -> tuple[bool, Trace]:
         trace: Trace = []

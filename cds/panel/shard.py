@@ -49,23 +49,14 @@ _MEDS: dict[str, dict[str, dict[str, Any]]] = {}
 
 
 def engine_spec(engine: Engine) -> tuple[str, Any]:
-    """How a worker gets the engine: the pickled engine, or (if it does not pickle) the exact
-    pack versions to load, so every worker evaluates with the same packs."""
-    try:
-        return ("pickle", pickle.dumps(engine))
-    except Exception:
-        return ("packs", [p.ref for p in engine.packs])
+    """How a worker gets the engine: pickled once (Engine pickles, expressions included)."""
+    return ("pickle", pickle.dumps(engine))
 
 
 def worker_engine(spec: tuple[str, Any]) -> Engine:
     global _ENGINE, _SPEC
-    if _ENGINE is None or spec != _SPEC:
-        if spec[0] == "pickle":
-            _ENGINE = pickle.loads(spec[1])
-        else:
-            from cds.engine.evaluator import load_engine
-
-            _ENGINE = load_engine(spec[1])
+    if _ENGINE is None or spec is not _SPEC and spec != _SPEC:
+        _ENGINE = pickle.loads(spec[1])
         _SPEC = spec
     return _ENGINE
 
