@@ -66,15 +66,31 @@ def join(path: str, key: str | int) -> str:
 
 
 class Node:
-    """A JSON object and the path it was found at. JSON null counts as absent."""
+    """A JSON object and the path it was found at. JSON null counts as absent.
 
-    __slots__ = ("data", "path")
+    The path string is built only when something asks for it (an error message): readers
+    walk hundreds of fields per patient and almost never fail.
+    """
 
-    def __init__(self, data: object, path: str) -> None:
+    __slots__ = ("_parent", "_path", "_steps", "data")
+
+    def __init__(self, data: object, path: str = "", *, parent: Node | None = None,
+                 steps: tuple[str | int, ...] = ()) -> None:
+        self._parent = parent
+        self._steps = steps
+        self._path: str | None = path if parent is None else None
         if not isinstance(data, dict):
-            raise InputError(f"expected an object, got {kind_of(data)}", field=path)
+            raise InputError(f"expected an object, got {kind_of(data)}", field=self.path)
         self.data: dict[str, Any] = data
-        self.path = path
+
+    @property
+    def path(self) -> str:
+        if self._path is None:
+            path = self._parent.path if self._parent is not None else ""
+            for step in self._steps:
+                path = join(path, step)
+            self._path = path
+        return self._path
 
     def at(self, key: str | int) -> str:
         return join(self.path, key)
@@ -84,10 +100,10 @@ class Node:
 
     def obj(self, key: str) -> Node | None:
         v = self.data.get(key)
-        return None if v is None else Node(v, self.at(key))
+        return None if v is None else Node(v, parent=self, steps=(key,))
 
     def objs(self, key: str) -> list[Node]:
-        return [Node(v, join(self.at(key), i)) for i, v in enumerate(self._array(key))]
+        return [Node(v, parent=self, steps=(key, i)) for i, v in enumerate(self._array(key))]
 
     def first(self, key: str) -> Node | None:
         items = self.objs(key)
@@ -115,19 +131,18 @@ class Node:
         v = self.data.get(key)
         if v is None:
             return None
-        path = self.at(key)
         if isinstance(v, bool) or not isinstance(v, int | float):
-            raise InputError(f"expected a number, got {kind_of(v)}", field=path)
+            raise InputError(f"expected a number, got {kind_of(v)}", field=self.at(key))
         try:
             x = float(v)
         except OverflowError:
-            raise InputError(f"number out of range: {v}", field=path) from None
+            raise InputError(f"number out of range: {v}", field=self.at(key)) from None
         if not math.isfinite(x):
-            raise InputError(f"expected a finite number, got {v}", field=path)
+            raise InputError(f"expected a finite number, got {v}", field=self.at(key))
         if positive and x <= 0:
-            raise InputError(f"must be greater than 0, got {v}", field=path)
+            raise InputError(f"must be greater than 0, got {v}", field=self.at(key))
         if minimum is not None and x < minimum:
-            raise InputError(f"must be at least {minimum:g}, got {v}", field=path)
+            raise InputError(f"must be at least {minimum:g}, got {v}", field=self.at(key))
         return x
 
     def integer(self, key: str, *, minimum: int = 1) -> int | None:
@@ -148,7 +163,12 @@ class Node:
 
     def date(self, key: str) -> date | None:
         v = self.data.get(key)
-        return None if v is None else parse_date(v, self.at(key))
+        if v is None:
+            return None
+        try:
+            return parse_date(v, "")
+        except InputError as e:  # the path is built only now, for the message
+            raise InputError(e.message, field=self.at(key)) from None
 
     def _array(self, key: str) -> list[Any]:
         v = self.data.get(key)
