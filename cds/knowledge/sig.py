@@ -8,7 +8,8 @@ import re
 from cds.patient import MaxDosePerPeriod, Timing
 from cds.units import PERIOD_DAYS
 
-#: HL7 v3 GTSAbbreviation timing codes (the FHIR TimingAbbreviation value set) -> per day.
+#: FHIR R4 TimingAbbreviation value set (v3 GTSAbbreviation: AM, BED "at bedtime", BID, MO, PM,
+#: QnH, QD, QID, QOD, TID, WK), plus common sig spellings (QHS, HS, QAM, QPM, DAILY) -> per day.
 TIMING_CODES: dict[str, float] = {
     "QD": 1, "QOD": 0.5, "BID": 2, "TID": 3, "QID": 4, "AM": 1, "PM": 1, "QAM": 1, "QPM": 1,
     "QHS": 1, "HS": 1, "BED": 1, "WK": 1 / 7, "MO": 1 / 30, "DAILY": 1, "ONCE DAILY": 1,
