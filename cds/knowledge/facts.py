@@ -155,7 +155,7 @@ def build_facts(kb: Knowledge, patient: Patient, as_of: date | None = None,
 
 
 def _is_opioid_med(kb: Knowledge, med: NormalizedMed, classes: frozenset[str]) -> bool:
-    return "opioid" in classes or any(i in kb.mme_factors for i in med.ingredients)
+    return "opioid" in classes or not kb.opioids.isdisjoint(med.ingredients)
 
 
 def opioid_meds(kb: Knowledge, meds: Iterable[NormalizedMed]) -> list[NormalizedMed]:

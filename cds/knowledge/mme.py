@@ -82,7 +82,7 @@ def _factor(kb: Knowledge, ingredient: str, route: str | None,
 
 
 def is_opioid(kb: Knowledge, ingredient: str) -> bool:
-    return kb.classes.is_a(ingredient, "opioid") or ingredient in kb.mme_factors
+    return ingredient in kb.opioids
 
 
 def assess(kb: Knowledge, med: NormalizedMed,

@@ -12,8 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import lru_cache
-
-from cachetools import LRUCache, cached
+from typing import Any
 
 from cds.knowledge.names import form_route, free_text_strength, parse_rxnorm_name
 from cds.knowledge.sig import doses_per_day, max_per_day
@@ -158,18 +157,29 @@ def _from_name(kb: Knowledge, text: str) -> Identity | None:
                     None, form, route, er, None, "free-text")
 
 
-def _key(order: MedicationOrder) -> tuple[tuple[tuple[str | None, str], ...], str | None,
-                                          tuple[str | None, ...]]:
-    return (tuple((c.system, c.code) for c in order.codes), order.text,
-            tuple(c.display for c in order.codes))
+_MISS = object()
+_IDENTITIES: dict[tuple[Any, ...], Identity | None] = {}
+_IDENTITIES_MAX = 65536
 
 
 def identify(kb: Knowledge, order: MedicationOrder) -> Identity | None:
-    return _identify(kb, *_key(order))
+    """What an order's codes and name denote, memoized: panels repeat the same products.
+
+    A plain bounded dict rather than an LRU: this runs for every order of every patient and
+    a dict look-up is the cheapest memo there is (and atomic under the GIL)."""
+    codes = order.codes
+    key = (kb, order.text, *[(c.system, c.code, c.display) for c in codes])
+    hit = _IDENTITIES.get(key, _MISS)
+    if hit is not _MISS:
+        return hit  # type: ignore[return-value]
+    ident = _identify(kb, tuple((c.system, c.code) for c in codes), order.text,
+                      tuple(c.display for c in codes))
+    if len(_IDENTITIES) >= _IDENTITIES_MAX:
+        _IDENTITIES.clear()
+    _IDENTITIES[key] = ident
+    return ident
 
 
-@cached(LRUCache(maxsize=65536),
-        key=lambda kb, codes, text, displays: (kb, codes, text, displays))
 def _identify(kb: Knowledge, codes: tuple[tuple[str | None, str], ...], text: str | None,
               displays: tuple[str | None, ...]) -> Identity | None:
     for system, code in codes:
@@ -273,22 +283,22 @@ def _window(order: MedicationOrder) -> tuple[date | None, date | None]:
 
 def normalize(kb: Knowledge, order: MedicationOrder) -> NormalizedMed:
     start, end = _window(order)
-    common = dict(
-        start=start, end=end, status=order.status,
-        order_id=order.id, label=order.label, source=order.source, current=order.is_current,
-        draft=order.draft, prescriber=order.prescriber, authored=order.authored,
-        dispensed=order.dispensed, supply_days=order.supply_days, as_needed=order.as_needed,
-    )
     ident = identify(kb, order)
     if ident is None:
-        return NormalizedMed(recognized=False,
-                             reason="no RxNorm code or drug name matched the knowledge base",
-                             **common)  # type: ignore[arg-type]
-    route = _route(order.route) or ident.route
+        return NormalizedMed(
+            order_id=order.id, label=order.label, source=order.source,
+            current=order.is_current, draft=order.draft, recognized=False,
+            reason="no RxNorm code or drug name matched the knowledge base",
+            as_needed=order.as_needed, prescriber=order.prescriber, authored=order.authored,
+            dispensed=order.dispensed, supply_days=order.supply_days, start=start, end=end,
+            status=order.status)
     daily, per_day, why = _daily(order, ident)
     return NormalizedMed(
-        recognized=True, reason=None, ingredients=ident.ingredients, form=ident.form,
-        route=route, extended_release=ident.extended_release, doses_per_day=per_day,
-        daily=daily, daily_reason=why, rxcui=ident.rxcui, matched_by=ident.matched_by,
-        **common,  # type: ignore[arg-type]
-    )
+        order_id=order.id, label=order.label, source=order.source, current=order.is_current,
+        draft=order.draft, recognized=True, reason=None, ingredients=ident.ingredients,
+        form=ident.form, route=_route(order.route) or ident.route,
+        extended_release=ident.extended_release, as_needed=order.as_needed,
+        doses_per_day=per_day, daily=daily, daily_reason=why, prescriber=order.prescriber,
+        authored=order.authored, dispensed=order.dispensed, supply_days=order.supply_days,
+        start=start, end=end, status=order.status, rxcui=ident.rxcui,
+        matched_by=ident.matched_by)

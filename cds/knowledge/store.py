@@ -83,6 +83,8 @@ class Knowledge:
     mme_factor_set: str
     anticholinergic: AnticholinergicScale
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Ingredients counted as opioids: members of the opioid class, or with an MME factor.
+    opioids: frozenset[str] = frozenset()
 
     def ingredient_of(self, name: str) -> str | None:
         return self.names.get(name.strip().lower())
@@ -178,6 +180,7 @@ def load_knowledge(data_dir: Path = DATA_DIR) -> Knowledge:
         by_rxcui=by_rxcui, names=names, products=products, classes=graph,
         mme_factors={k: tuple(v) for k, v in factors.items()}, mme_excluded=excluded,
         mme_factor_set=mme_doc["factor_set"], anticholinergic=acb,
+        opioids=graph.members("opioid") | frozenset(factors) | frozenset(excluded),
     )
 
 
