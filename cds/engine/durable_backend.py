@@ -1,0 +1,459 @@
+"""The durable-rules (Rete) backend: the same findings as `CompiledPacks.match`, with the joins
+of interaction and burden rules run by durable-rules' C core.
+
+Selected with `Engine(packs, backend="durable")`; the default indexed evaluator stays the
+reference (docs/decisions/durable-rules.md has the measurements behind that decision).
+
+What runs where
+---------------
+Per patient, one batch of facts is asserted into each of the matcher's rulesets:
+
+* one ``ing`` fact per (current medication, ingredient): ``{med, pos, ing, cls}`` where ``cls`` is
+  the ingredient with every class it belongs to (the class graph's ancestors);
+* for packs with combination rules, the same facts again as ``slot`` facts, one copy per
+  position of the widest combination (``slot`` 0, 1, ...), because durable-rules never binds one
+  fact to two positions of a rule while a combination may count one drug for two of its parts;
+* one ``patient`` fact carrying the anticholinergic burden total.
+
+Rules compiled into durable rules (the Rete network does the matching and the joins):
+
+* interaction: one durable rule per (a, b) reference pair of the rule, joining two ``ing``
+  facts whose ``cls`` hold a and b. Which of the join's results becomes the finding (the first
+  ingredient pair in medication order, the side orientation, the specificity of the first
+  reference pair) is then decided in Python exactly as the indexed table decides it; only for a
+  symmetric rule whose two orientations tie on the same ingredient pair is the compiled pair
+  table consulted, so both backends agree;
+* burden ``combination``: one durable rule joining one ``slot`` fact per part;
+* burden ``cns-count``: one durable rule per counted class (membership; counted in Python);
+* burden ``anticholinergic``: one durable rule on the ``patient`` fact (``acb >= min``).
+
+Rule types whose logic is not a join reuse the indexed helpers after the durable stage:
+renal and hepatic dose bands and drug-specific expression rules (`CompiledPacks._drug_rules`),
+MME tiers (`_mme`), renal monitoring (`_renal_monitoring`), escalation (order and dispense
+history, `cds.engine.escalation`) and patient-wide expression rules; every rule's ``when``
+expression is evaluated in Python, as in the indexed evaluator.
+
+durable-rules 2.0.28 problems this module works around (each reproduced on this machine;
+docs/decisions/durable-rules.md has the experiments):
+
+* its C core is not safe to share between threads, and the stock ``Host`` starts dispatcher
+  and timer threads that call into the C core on their own: concurrent callers crash the
+  process (SIGSEGV). Here: one host per process, created lazily, without those threads
+  (`_QuietHost`), every call into it under one module lock, the host and lock recreated in a
+  forked child (``os.register_at_fork``) or after unpickling in another process;
+* joins with an inequality (``$neq``/``$lt``/``$gt`` between two facts) read freed or
+  uninitialised memory (valgrind: invalid reads in ``reduceExpressionSequence``) and crash
+  when called off the main thread. Here: no inequality joins; two facts of one medication or
+  one ingredient are told apart in Python;
+* ``delete_state`` on a session in which no action has run crashes the process. Here: every
+  ruleset has a sentinel rule on the ``patient`` fact, so an action always runs;
+* at most 1,024 live sessions per ruleset (the 1,025th raises ``MemoryError``). Here: each
+  patient is its own session, deleted right after its actions ran;
+* a ruleset cannot be unregistered and a name cannot be registered twice. Here: ruleset names
+  carry the pack ref, its digest and a process-wide counter, so two engines never collide;
+  the memory of a dropped engine's rulesets is not returned (about 55 KB per ruleset);
+* a batch with a fact no rule matches raises ``MessageNotHandledException`` and leaves the
+  matched actions to the host's timer thread (run about 0.1 s later, on another thread).
+  Here: every ruleset has a catch-all rule (``ing``/``slot`` joined with a fact type never
+  posted), so every fact is matched and all actions run synchronously inside the call;
+* a ruleset of 256 or more rules hangs in creation or in its first assertion. Here: packs
+  are split into rulesets of at most `MAX_RULES_PER_RULESET` rules.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from durable import engine as durable_engine  # type: ignore[import-untyped]
+
+from cds.engine import escalation
+from cds.engine.alerts import CompiledRule, Finding
+from cds.engine.compile import (
+    CompiledPacks,
+    _distinct_ingredient_meds,
+    _mme,
+    _renal_monitoring,
+    _specificity,
+)
+from cds.knowledge.facts import Facts
+from cds.knowledge.normalize import NormalizedMed
+from cds.rules.models import (
+    BurdenRule,
+    EscalationRule,
+    ExpressionRule,
+    InteractionRule,
+    MmeRule,
+    RenalMonitoringRule,
+)
+
+#: Rules per durable ruleset, the sentinel and catch-all rules included (durable-rules 2.0.28
+#: hangs at 256).
+MAX_RULES_PER_RULESET = 200
+_FIXED_RULES = 3  # sentinel, catch-all for ``ing``, catch-all for ``slot``
+
+
+class _QuietHost(durable_engine.Host):  # type: ignore[misc]
+    """A durable-rules host without its dispatcher and timer threads.
+
+    Those threads call into the C core concurrently with the caller; nothing here needs
+    them, because every action runs synchronously inside the assertion that triggered it.
+    """
+
+    def _run(self) -> None:
+        return None
+
+
+# -- the one host of this process ----------------------------------------------------------
+
+_LOCK = threading.RLock()
+_HOST: _QuietHost | None = None
+_HOST_PID: int | None = None
+_GENERATION = 0  # bumped with every new host; matchers re-register when it changes
+_RULESET_SEQ = itertools.count(1)
+_SESSION_SEQ = itertools.count(1)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child gets a fresh lock (the parent's may have been held) and, lazily, a new
+    host: the parent's threads and C state are not the child's to use."""
+    global _LOCK, _HOST, _HOST_PID
+    _LOCK = threading.RLock()
+    _HOST = None
+    _HOST_PID = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _host() -> tuple[_QuietHost, int]:
+    """The process's host, created on first use (call with `_LOCK` held)."""
+    global _HOST, _HOST_PID, _GENERATION
+    pid = os.getpid()
+    if _HOST is None or pid != _HOST_PID:
+        _HOST = _QuietHost()
+        _HOST_PID = pid
+        _GENERATION += 1
+    return _HOST, _GENERATION
+
+
+def host_lock() -> threading.RLock:
+    """The lock every call into durable-rules holds (for tests and diagnostics)."""
+    return _LOCK
+
+
+# -- the plan: which durable rules a compiled pack set becomes ----------------------------
+
+@dataclass(frozen=True, slots=True)
+class _Pattern:
+    alias: str
+    fact: str  # "ing" | "slot" | "patient"
+    ref: str | None = None  # class or ingredient the fact's `cls` must hold
+    slot: int | None = None
+    acb_min: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _DRule:
+    tag: tuple[Any, ...]  # ("x", rule index, pair index) | ("combo" | "cns" | "acb", rule index)
+    patterns: tuple[_Pattern, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _RulesetPlan:
+    label: str  # pack ref and digest
+    rules: tuple[_DRule, ...]
+    slots: int  # slot facts to post per ingredient (widest combination)
+
+
+def _pattern_json(p: _Pattern) -> dict[str, Any]:
+    conds: list[dict[str, Any]] = [{"t": p.fact}]
+    if p.slot is not None:
+        conds.append({"slot": p.slot})
+    if p.ref is not None:
+        conds.append({"$iany": {"cls": {"$i": p.ref}}})
+    if p.acb_min is not None:
+        conds.append({"$gte": {"acb": p.acb_min}})
+    return {p.alias: {"$and": conds} if len(conds) > 1 else conds[0]}
+
+
+class _Collector:
+    """Where the actions of the patient being evaluated put their matches."""
+
+    __slots__ = ("out",)
+
+    def __init__(self) -> None:
+        self.out: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None
+
+
+def _collect(collector: _Collector, tag: tuple[Any, ...]) -> Callable[[Any], None]:
+    # durable-rules tells sync from async actions by the argument count: exactly one here
+    def action(c: Any) -> None:
+        out = collector.out
+        if out is not None:
+            out.append((tag, c._m))
+
+    return action
+
+
+def _noop(c: Any) -> None:
+    return None
+
+
+class DurableMatcher:
+    """`match(facts) -> list[Finding]` with the joins in durable-rules; see the module doc."""
+
+    def __init__(self, compiled: CompiledPacks) -> None:
+        self.compiled = compiled
+        self._prepare()
+
+    # -- pickling: the plan is rebuilt, the durable rulesets re-registered lazily ---------
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"compiled": self.compiled}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.compiled = state["compiled"]
+        self._prepare()
+
+    def _prepare(self) -> None:
+        kb = self.compiled.kb
+        self._index = {id(cr): n for n, cr in enumerate(self.compiled.rules)}
+        self._pairs_spec: dict[int, list[float]] = {}
+        self._combo: set[int] = set()
+        plans: list[_RulesetPlan] = []
+        by_pack: dict[str, list[_DRule]] = defaultdict(list)
+        labels: dict[str, str] = {}
+        for n, cr in enumerate(self.compiled.rules):
+            r = cr.rule
+            drules = by_pack[cr.pack_ref + "\0" + cr.pack_digest]
+            labels[cr.pack_ref + "\0" + cr.pack_digest] = f"{cr.pack_ref}:{cr.pack_digest[:12]}"
+            if isinstance(r, InteractionRule):
+                specs = []
+                for k, (ra, rb) in enumerate(itertools.product(r.a, r.b)):
+                    specs.append(_specificity(kb, ra) + _specificity(kb, rb))
+                    drules.append(_DRule(("x", n, k), (_Pattern("a", "ing", ra),
+                                                       _Pattern("b", "ing", rb))))
+                self._pairs_spec[n] = specs
+            elif isinstance(r, BurdenRule):
+                if r.kind == "combination":
+                    drules.append(_DRule(("combo", n), tuple(
+                        _Pattern(f"p{s}", "slot", ref, slot=s) for s, ref in enumerate(r.all))))
+                elif r.kind == "cns-count":
+                    drules.append(_DRule(("cns", n), (_Pattern("p0", "ing", r.counts),)))
+                else:
+                    drules.append(_DRule(("acb", n), (_Pattern("p0", "patient", acb_min=r.min),)))
+        per = MAX_RULES_PER_RULESET - _FIXED_RULES
+        for key, drules in by_pack.items():
+            for start in range(0, len(drules), per):
+                chunk = tuple(drules[start:start + per])
+                slots = max((len(d.patterns) for d in chunk if d.tag[0] == "combo"), default=0)
+                plans.append(_RulesetPlan(labels[key], chunk, slots))
+        self._plans = tuple(plans)
+        self._cls: dict[str, list[str]] = {}
+        self._collector = _Collector()
+        self._names: list[tuple[str, int]] = []
+        self._generation = -1
+
+    def _register(self, host: _QuietHost, generation: int) -> None:
+        """Register this matcher's rulesets in the host (call with `_LOCK` held)."""
+        names = []
+        seq = next(_RULESET_SEQ)
+        for n, plan in enumerate(self._plans):
+            definition: dict[str, Any] = {
+                # an action always runs: deleting a session without one crashes the C core
+                "sentinel": {"all": [{"s": {"t": "patient"}}], "run": _noop},
+                # every fact is matched, so no batch is left to the timer thread
+                "catch_ing": {"all": [{"c0": {"t": "ing"}}, {"c1": {"t": "-never-"}}], "run": _noop},
+                "catch_slot": {"all": [{"c0": {"t": "slot"}}, {"c1": {"t": "-never-"}}], "run": _noop},
+            }
+            for i, d in enumerate(plan.rules):
+                pats: list[dict[str, Any]] = [_pattern_json(p) for p in d.patterns]
+                definition[f"r{i}"] = {"all": pats, "run": _collect(self._collector, d.tag)}
+            name = f"cds:{plan.label}:{seq}:{n}"
+            host.register_rulesets({name: definition})
+            names.append((name, plan.slots))
+        self._names = names
+        self._generation = generation
+
+    @property
+    def ruleset_names(self) -> tuple[str, ...]:
+        return tuple(n for n, _ in self._names)
+
+    # -- matching --------------------------------------------------------------------------
+
+    def _classes(self, ing: str) -> list[str]:
+        cls = self._cls.get(ing)
+        if cls is None:
+            cls = sorted({ing, *self.compiled.kb.classes.ancestors(ing)})
+            self._cls[ing] = cls
+        return cls
+
+    def _durable(self, facts: Facts) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+        """Assert the patient's facts into every ruleset; the matches the actions collected."""
+        if not self._plans:
+            return []
+        sid = f"p{next(_SESSION_SEQ)}"
+        ings: list[dict[str, Any]] = []
+        for i, med in enumerate(facts.meds):
+            for pos, ing in enumerate(med.ingredients):
+                ings.append({"sid": sid, "t": "ing", "med": i, "pos": pos, "ing": ing,
+                             "cls": self._classes(ing)})
+        patient = {"sid": sid, "t": "patient", "acb": facts.acb_total}
+        batches: dict[int, list[dict[str, Any]]] = {}
+        records: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        with _LOCK:
+            host, generation = _host()
+            if generation != self._generation:
+                self._register(host, generation)
+            self._collector.out = records
+            try:
+                for name, slots in self._names:
+                    batch = batches.get(slots)
+                    if batch is None:
+                        batch = [*ings, *({**f, "t": "slot", "slot": s}
+                                          for s in range(slots) for f in ings), patient]
+                        batches[slots] = batch
+                    try:
+                        host.assert_facts(name, batch)
+                    except durable_engine.MessageNotHandledException as e:  # pragma: no cover
+                        raise RuntimeError(f"durable-rules left a fact of {name} unmatched; "
+                                           "the catch-all rule should prevent this") from e
+                    host.delete_state(name, sid)
+            finally:
+                self._collector.out = None
+        return records
+
+    def match(self, facts: Facts) -> list[Finding]:
+        records = self._durable(facts)
+        pair_hits: dict[tuple[int, int], dict[str, list[tuple[int, int, int, bool, int]]]] = {}
+        members: dict[int, list[set[int]]] = {}
+        fired: set[int] = set()
+        for tag, msg in records:
+            kind = tag[0]
+            if kind == "x":
+                a, b = msg["a"], msg["b"]
+                if a["med"] == b["med"] or a["ing"] == b["ing"]:
+                    continue
+                n, k = tag[1], tag[2]
+                if a["med"] < b["med"]:
+                    i, j, pi, pj, a_first = a["med"], b["med"], a["pos"], b["pos"], True
+                else:
+                    i, j, pi, pj, a_first = b["med"], a["med"], b["pos"], a["pos"], False
+                ref = self.compiled.rules[n].ref
+                pair_hits.setdefault((i, j), {}).setdefault(ref, []).append((pi, pj, n, a_first, k))
+            elif kind == "combo":
+                n = tag[1]
+                groups = members.setdefault(n, [set() for _ in msg])
+                for s in range(len(groups)):
+                    groups[s].add(msg[f"p{s}"]["med"])
+            elif kind == "cns":
+                members.setdefault(tag[1], [set()])[0].add(msg["p0"]["med"])
+            else:
+                fired.add(tag[1])
+        out: list[Finding] = []
+        for i, j in sorted(pair_hits):
+            for cands in pair_hits[(i, j)].values():
+                hit = self._interaction(facts, i, j, cands)
+                if hit is not None:
+                    out.append(hit)
+        self.compiled._drug_rules(facts, out)
+        c = self.compiled
+        for cr in c.patient_wide:
+            r = cr.rule
+            f: Finding | None
+            if isinstance(r, BurdenRule):
+                f = self._burden(facts, cr, r, members, fired)
+            elif isinstance(r, MmeRule):
+                f = _mme(cr, r, facts)
+            elif isinstance(r, RenalMonitoringRule):
+                f = _renal_monitoring(c, cr, r, facts)
+            elif isinstance(r, EscalationRule):
+                f = escalation.match(c.kb, cr, r, facts)
+            elif isinstance(r, ExpressionRule):
+                f = Finding(cr, (), {}, 0.0, (cr.ref,)) if r.drugs == [] else None
+            else:  # pragma: no cover - the schema admits no other type
+                f = None
+            if f is not None and (cr.when is None or cr.when(facts)):
+                out.append(f)
+        return out
+
+    def _interaction(self, facts: Facts, i: int, j: int,
+                     cands: list[tuple[int, int, int, bool, int]]) -> Finding | None:
+        """The finding the indexed table yields for medications i < j and one rule ref.
+
+        The table is scanned ingredient pair by ingredient pair (medication order); for the
+        first pair with a match, the rule's entry listed first wins: the orientation whose
+        first (a, b) reference pair comes first in the rule, its specificity with it.
+        """
+        first = min((pi, pj) for pi, pj, _, _, _ in cands)
+        at = [cand for cand in cands if (cand[0], cand[1]) == first]
+        n = min(cand[2] for cand in at)
+        cr = self.compiled.rules[n]
+        k_a = min((cand[4] for cand in at if cand[2] == n and cand[3]), default=None)
+        k_b = min((cand[4] for cand in at if cand[2] == n and not cand[3]), default=None)
+        if k_b is None or (k_a is not None and k_a < k_b):
+            i_is_a, k = True, k_a
+        elif k_a is None or k_b < k_a:
+            i_is_a, k = False, k_b
+        else:
+            # a symmetric rule, both orientations from the same reference pair: the order the
+            # compiled table lists them in decides (it follows frozenset iteration order)
+            mi, mj = facts.meds[i], facts.meds[j]
+            key = (mi.ingredients[first[0]], mj.ingredients[first[1]])
+            i_is_a, k = True, k_a
+            for entry in self.compiled.pairs.get(key, ()):
+                if entry[0] is cr:
+                    i_is_a = entry[1]
+                    break
+        assert k is not None
+        if cr.when is not None and not cr.when(facts):
+            return None
+        mi, mj = facts.meds[i], facts.meds[j]
+        a, b = (mi, mj) if i_is_a else (mj, mi)
+        return Finding(cr, (a, b), {"a": a.label, "b": b.label}, self._pairs_spec[n][k],
+                       ("pair", frozenset((a.order_id, b.order_id))))
+
+    def _burden(self, facts: Facts, cr: CompiledRule, r: BurdenRule,
+                members: dict[int, list[set[int]]], fired: set[int]) -> Finding | None:
+        n = self._index[id(cr)]
+        if r.kind == "cns-count":
+            found = members.get(n, [set()])[0]
+            meds = [facts.meds[i] for i in sorted(found)]
+            distinct = _distinct_ingredient_meds(meds)
+            if r.min is None or len(distinct) < r.min:
+                return None
+            return Finding(cr, tuple(meds), {"count": len(distinct), "min": r.min,
+                                             "drugs": ", ".join(m.label for m in meds)},
+                           0.0, ("burden", r.kind, frozenset(m.order_id for m in meds)))
+        if r.kind == "combination":
+            if n not in members:
+                return None  # no join result: some part has no drug
+            groups = [[facts.meds[i] for i in sorted(g)] for g in members[n]]
+            combined: list[NormalizedMed] = []
+            for g in groups:
+                for m in g:
+                    if m not in combined:
+                        combined.append(m)
+            if len(combined) < 2:  # one product covering every part is not a combination
+                return None
+            kb = self.compiled.kb
+            spec = sum(_specificity(kb, ref) for ref in r.all)
+            values = {f"drug{k + 1}": ", ".join(m.label for m in g) for k, g in enumerate(groups)}
+            values["drugs"] = ", ".join(m.label for m in combined)
+            return Finding(cr, tuple(combined), values, spec,
+                           ("pair", frozenset(m.order_id for m in combined)))
+        # anticholinergic: the durable rule fired when the total reached the rule's minimum
+        if r.min is None or n not in fired:
+            return None
+        labels = {lbl for lbl, _, _ in facts.acb_items}
+        meds_t = tuple(m for m in facts.meds if m.label in labels)
+        detail = ", ".join(f"{ing} {score}" for _, ing, score in facts.acb_items)
+        return Finding(cr, meds_t, {"acb": facts.acb_total, "min": r.min, "scores": detail}, 0.0,
+                       ("burden", r.kind))
