@@ -56,8 +56,10 @@ docs/decisions/durable-rules.md has the experiments):
   matched actions to the host's timer thread (run about 0.1 s later, on another thread).
   Here: every ruleset has a catch-all rule (``ing``/``slot`` joined with a fact type never
   posted), so every fact is matched and all actions run synchronously inside the call;
-* a ruleset of 256 or more rules hangs in creation or in its first assertion. Here: packs
-  are split into rulesets of at most `MAX_RULES_PER_RULESET` rules.
+* a ruleset of 256 or more rules hangs in creation or in its first assertion, and a fact
+  that reaches more than 64 rules fails the whole assertion (error 303). Here: each pack is
+  split, first fit, into rulesets of at most `MAX_RULES_PER_RULESET` rules in which no
+  ingredient (per slot) and no patient fact reaches more than `MAX_RULES_PER_FACT` rules.
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ from cds.rules.models import (
 #: hangs at 256).
 MAX_RULES_PER_RULESET = 200
 _FIXED_RULES = 3  # sentinel, catch-all for ``ing``, catch-all for ``slot``
+#: Rules one fact may reach (durable-rules 2.0.28 fails the assertion with error 303 at 65).
+MAX_RULES_PER_FACT = 56
 
 
 class _QuietHost(durable_engine.Host):  # type: ignore[misc]
@@ -249,17 +253,43 @@ class DurableMatcher:
                     drules.append(_DRule(("cns", n), (_Pattern("p0", "ing", r.counts),)))
                 else:
                     drules.append(_DRule(("acb", n), (_Pattern("p0", "patient", acb_min=r.min),)))
-        per = MAX_RULES_PER_RULESET - _FIXED_RULES
         for key, drules in by_pack.items():
-            for start in range(0, len(drules), per):
-                chunk = tuple(drules[start:start + per])
+            for chunk in self._partition(drules):
                 slots = max((len(d.patterns) for d in chunk if d.tag[0] == "combo"), default=0)
-                plans.append(_RulesetPlan(labels[key], chunk, slots))
+                plans.append(_RulesetPlan(labels[key], tuple(chunk), slots))
         self._plans = tuple(plans)
         self._cls: dict[str, list[str]] = {}
         self._collector = _Collector()
         self._names: list[tuple[str, int]] = []
         self._generation = -1
+
+    def _partition(self, drules: list[_DRule]) -> list[list[_DRule]]:
+        """Split one pack's durable rules into rulesets within durable-rules' limits: at most
+        `MAX_RULES_PER_RULESET` rules, and no fact reaching more than `MAX_RULES_PER_FACT`
+        rule positions (counted per ingredient, slot and the patient fact), first fit."""
+        g = self.compiled.kb.classes
+        budget = MAX_RULES_PER_FACT - 1  # the catch-all or sentinel rule takes one
+        chunks: list[tuple[list[_DRule], dict[tuple[str, int], int]]] = []
+        for d in drules:
+            need: dict[tuple[str, int], int] = defaultdict(int)
+            for p in d.patterns:
+                if p.fact == "patient":
+                    need[("patient", -1)] += 1
+                    continue
+                slot = p.slot if p.slot is not None else -1
+                for ing in g.expand(p.ref) if p.ref is not None else ():
+                    need[(ing, slot)] += 1
+            for rules, load in chunks:
+                if len(rules) < MAX_RULES_PER_RULESET - _FIXED_RULES and all(
+                        load.get(k, 0) + v <= budget for k, v in need.items()):
+                    break
+            else:
+                rules, load = [], {}
+                chunks.append((rules, load))
+            rules.append(d)
+            for k, v in need.items():
+                load[k] = load.get(k, 0) + v
+        return [rules for rules, _ in chunks]
 
     def _register(self, host: _QuietHost, generation: int) -> None:
         """Register this matcher's rulesets in the host (call with `_LOCK` held)."""
