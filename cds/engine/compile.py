@@ -256,13 +256,16 @@ def _in_band(r: RenalRule, v: float) -> bool:
     return hit and (r.at_least is None or v >= r.at_least)
 
 
-def _over_limit(limit: Any, med: NormalizedMed, ingredients: frozenset[str] | None = None
-                ) -> tuple[bool, float | None]:
-    """(dose exceeds the limit or is unknown, the daily dose when known)."""
-    for ing, amount, unit in med.daily:
-        if unit == limit.unit and (ingredients is None or ing in ingredients):
-            return amount > limit.value + 1e-9, amount
-    return True, None
+def _dose_over_limit(limit: Any, med: NormalizedMed, values: dict[str, Any]) -> bool:
+    """Does the daily dose exceed the rule's maximum (an unknown dose counts as over)?
+    Records both in `values` for the rationale."""
+    values["max_dose"] = f"{limit.value:g} {limit.unit}/day"
+    for _, amount, unit in med.daily:
+        if unit == limit.unit:
+            values["daily_dose"] = f"{amount:g} {unit}/day"
+            return bool(amount > limit.value + 1e-9)
+    values["daily_dose"] = "unknown"
+    return True
 
 
 def _renal(cr: CompiledRule, r: RenalRule, med: NormalizedMed, facts: Facts) -> Finding | None:
@@ -273,12 +276,8 @@ def _renal(cr: CompiledRule, r: RenalRule, med: NormalizedMed, facts: Facts) -> 
         return None
     values: dict[str, Any] = {"drug": med.label, "measure": "CrCl" if r.measure == "crcl" else "eGFR",
                               "value": round(v, 1), "action": r.action}
-    if r.max_daily_dose is not None:
-        over, dose = _over_limit(r.max_daily_dose, med)
-        if not over:
-            return None
-        values["max_dose"] = f"{r.max_daily_dose.value:g} {r.max_daily_dose.unit}/day"
-        values["daily_dose"] = f"{dose:g} {r.max_daily_dose.unit}/day" if dose is not None else "unknown"
+    if r.max_daily_dose is not None and not _dose_over_limit(r.max_daily_dose, med, values):
+        return None
     return Finding(cr, (med,), values, 1.0, ("renal", med.order_id, cr.ref))
 
 
@@ -314,10 +313,6 @@ def _hepatic(cr: CompiledRule, r: HepaticRule, med: NormalizedMed, facts: Facts)
     values: dict[str, Any] = {"drug": med.label, "child_pugh": cp.cls,
                               "child_pugh_score": cp.score if cp.score is not None else "given",
                               "action": r.action}
-    if r.max_daily_dose is not None:
-        over, dose = _over_limit(r.max_daily_dose, med)
-        if not over:
-            return None
-        values["max_dose"] = f"{r.max_daily_dose.value:g} {r.max_daily_dose.unit}/day"
-        values["daily_dose"] = f"{dose:g} {r.max_daily_dose.unit}/day" if dose is not None else "unknown"
+    if r.max_daily_dose is not None and not _dose_over_limit(r.max_daily_dose, med, values):
+        return None
     return Finding(cr, (med,), values, 1.0, ("hepatic", med.order_id, cr.ref))
