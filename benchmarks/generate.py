@@ -116,16 +116,17 @@ def _interaction(rng: random.Random, n: int, ingredients: list[str], classes: li
 
 
 def write_pack(root: Path, kb: Knowledge, n_rules: int, seed: int = 0,
-               pack_id: str | None = None) -> Path:
-    """A pack of `n_rules` interaction rules between real ingredients and classes of `kb`."""
+               pack_id: str | None = None, avoid: frozenset[str] = frozenset()) -> Path:
+    """A pack of `n_rules` interaction rules between real ingredients and classes of `kb`;
+    none names an ingredient of `avoid` or a class holding one (a pack that cannot match)."""
     rng = random.Random(seed)
-    pid = pack_id or f"generated-{n_rules}"
+    pid = pack_id or f"generated-{n_rules}" + ("-disjoint" if avoid else "")
     folder = root / pid
     (folder / "rules").mkdir(parents=True, exist_ok=True)
     classes = [c for c in kb.classes.class_ids
                if kb.classes.graph.nodes[c].get("status", "confirmed") == "confirmed"
-               and kb.classes.members(c)]
-    ingredients = kb.classes.ingredient_names
+               and kb.classes.members(c) and not kb.classes.members(c) & avoid]
+    ingredients = [i for i in kb.classes.ingredient_names if i not in avoid]
     rules = [_interaction(rng, n, ingredients, classes) for n in range(n_rules)]
     meta = {
         "id": pid, "version": "1.0.0", "title": f"{n_rules} generated rules",
