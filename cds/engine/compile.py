@@ -143,17 +143,15 @@ class CompiledPacks:
         meds = facts.meds
         for i, j in combinations(range(len(meds)), 2):
             mi, mj = meds[i], meds[j]
-            hits: dict[str, tuple[CompiledRule, bool, float]] = {}
+            hits: dict[str, tuple[CompiledRule, set[bool], float]] = {}
             for x in mi.ingredients:
                 for y in mj.ingredients:
-                    for entry in pairs.get((x, y), ()):
-                        hits.setdefault(entry[0].ref, entry)
-            for cr, i_is_a, spec in hits.values():
-                if cr.when is not None and not cr.when(facts):
-                    continue
-                a, b = (mi, mj) if i_is_a else (mj, mi)
-                out.append(Finding(cr, (a, b), {"a": a.label, "b": b.label}, spec,
-                                   ("pair", frozenset((a.order_id, b.order_id)))))
+                    for cr, i_is_a, spec in pairs.get((x, y), ()):
+                        hit = hits.setdefault(cr.ref, (cr, set(), spec))
+                        hit[1].add(i_is_a)
+            for cr, sides, spec in hits.values():
+                if cr.when is None or cr.when(facts):
+                    out.append(pair_finding(cr, mi, mj, sides, spec))
 
     def _drug_rules(self, facts: Facts, out: list[Finding]) -> None:
         seen: dict[str, list[NormalizedMed]] = {}
@@ -198,40 +196,66 @@ def _distinct_ingredient_meds(meds: list[NormalizedMed]) -> list[NormalizedMed]:
     return out
 
 
-def _burden(kb: Knowledge, cr: CompiledRule, r: BurdenRule, facts: Facts) -> Finding | None:
-    if r.kind == "cns-count":
-        meds = [facts.meds[i] for i in facts.meds_with(r.counts)]
-        distinct = _distinct_ingredient_meds(meds)
-        if r.min is None or len(distinct) < r.min:
-            return None
-        return Finding(cr, tuple(meds), {"count": len(distinct), "min": r.min,
-                                         "drugs": ", ".join(m.label for m in meds)},
-                       0.0, ("burden", r.kind, frozenset(m.order_id for m in meds)))
-    if r.kind == "combination":
-        groups = [[facts.meds[i] for i in facts.meds_with(ref)] for ref in r.all]
-        if not all(groups):
-            return None
-        combined: list[NormalizedMed] = []
-        for g in groups:
-            for m in g:
-                if m not in combined:
-                    combined.append(m)
-        # a single product covering every part (e.g. one combination tablet) is not a combination
-        if len(combined) < 2:
-            return None
-        spec = sum(_specificity(kb, ref) for ref in r.all)
-        values = {f"drug{n + 1}": ", ".join(m.label for m in g) for n, g in enumerate(groups)}
-        values["drugs"] = ", ".join(m.label for m in combined)
-        return Finding(cr, tuple(combined), values, spec,
-                       ("pair", frozenset(m.order_id for m in combined)))
-    # anticholinergic
+def pair_finding(cr: CompiledRule, mi: NormalizedMed, mj: NormalizedMed, sides: set[bool],
+                 spec: float) -> Finding:
+    """An interaction finding for two medications; `sides` holds whether mi can be side a.
+    A symmetric rule (QT + QT) allows both: then the pair is oriented by name, so the alert
+    reads the same whatever the order of the medication list."""
+    if len(sides) == 2:
+        i_is_a = (mi.label, mi.order_id) <= (mj.label, mj.order_id)
+    else:
+        (i_is_a,) = sides
+    a, b = (mi, mj) if i_is_a else (mj, mi)
+    return Finding(cr, (a, b), {"a": a.label, "b": b.label}, spec,
+                   ("pair", frozenset((a.order_id, b.order_id))))
+
+
+def cns_count_finding(cr: CompiledRule, r: BurdenRule, meds: list[NormalizedMed]) -> Finding | None:
+    distinct = _distinct_ingredient_meds(meds)
+    if r.min is None or len(distinct) < r.min:
+        return None
+    return Finding(cr, tuple(meds), {"count": len(distinct), "min": r.min,
+                                     "drugs": ", ".join(m.label for m in meds)},
+                   0.0, ("burden", r.kind, frozenset(m.order_id for m in meds)))
+
+
+def combination_finding(kb: Knowledge, cr: CompiledRule, r: BurdenRule,
+                        groups: list[list[NormalizedMed]]) -> Finding | None:
+    """One drug of each part present (`groups`: the medications matching each part)."""
+    if not all(groups):
+        return None
+    combined: list[NormalizedMed] = []
+    for g in groups:
+        for m in g:
+            if m not in combined:
+                combined.append(m)
+    # a single product covering every part (e.g. one combination tablet) is not a combination
+    if len(combined) < 2:
+        return None
+    spec = sum(_specificity(kb, ref) for ref in r.all)
+    values = {f"drug{n + 1}": ", ".join(m.label for m in g) for n, g in enumerate(groups)}
+    values["drugs"] = ", ".join(m.label for m in combined)
+    return Finding(cr, tuple(combined), values, spec,
+                   ("pair", frozenset(m.order_id for m in combined)))
+
+
+def anticholinergic_finding(cr: CompiledRule, r: BurdenRule, facts: Facts) -> Finding | None:
     if r.min is None or facts.acb_total < r.min:
         return None
-    labels = {lbl for lbl, _, _ in facts.acb_items}
-    acb_meds = tuple(m for m in facts.meds if m.label in labels)
+    scored = {ing for _, ing, _ in facts.acb_items}
+    acb_meds = tuple(m for m in facts.meds if scored.intersection(m.ingredients))
     detail = ", ".join(f"{ing} {score}" for _, ing, score in facts.acb_items)
     return Finding(cr, acb_meds, {"acb": facts.acb_total, "min": r.min, "scores": detail}, 0.0,
                    ("burden", r.kind))
+
+
+def _burden(kb: Knowledge, cr: CompiledRule, r: BurdenRule, facts: Facts) -> Finding | None:
+    if r.kind == "cns-count":
+        return cns_count_finding(cr, r, [facts.meds[i] for i in facts.meds_with(r.counts)])
+    if r.kind == "combination":
+        return combination_finding(kb, cr, r, [[facts.meds[i] for i in facts.meds_with(ref)]
+                                               for ref in r.all])
+    return anticholinergic_finding(cr, r, facts)
 
 
 def _mme(cr: CompiledRule, r: MmeRule, facts: Facts) -> Finding | None:

@@ -78,13 +78,15 @@ from cds.engine import escalation
 from cds.engine.alerts import CompiledRule, Finding
 from cds.engine.compile import (
     CompiledPacks,
-    _distinct_ingredient_meds,
     _mme,
     _renal_monitoring,
     _specificity,
+    anticholinergic_finding,
+    cns_count_finding,
+    combination_finding,
+    pair_finding,
 )
 from cds.knowledge.facts import Facts
-from cds.knowledge.normalize import NormalizedMed
 from cds.rules.models import (
     BurdenRule,
     EscalationRule,
@@ -428,62 +430,30 @@ class DurableMatcher:
         cr = self.compiled.rules[n]
         k_a = min((cand[4] for cand in at if cand[2] == n and cand[3]), default=None)
         k_b = min((cand[4] for cand in at if cand[2] == n and not cand[3]), default=None)
+        sides: set[bool]
         if k_b is None or (k_a is not None and k_a < k_b):
-            i_is_a, k = True, k_a
+            sides, k = {True}, k_a
         elif k_a is None or k_b < k_a:
-            i_is_a, k = False, k_b
-        else:
-            # a symmetric rule, both orientations from the same reference pair: the order the
-            # compiled table lists them in decides (it follows frozenset iteration order)
-            mi, mj = facts.meds[i], facts.meds[j]
-            key = (mi.ingredients[first[0]], mj.ingredients[first[1]])
-            i_is_a, k = True, k_a
-            for entry in self.compiled.pairs.get(key, ()):
-                if entry[0] is cr:
-                    i_is_a = entry[1]
-                    break
+            sides, k = {False}, k_b
+        else:  # a symmetric rule (QT + QT): pair_finding orients it by name
+            sides, k = {True, False}, k_a
         assert k is not None
         if cr.when is not None and not cr.when(facts):
             return None
-        mi, mj = facts.meds[i], facts.meds[j]
-        a, b = (mi, mj) if i_is_a else (mj, mi)
-        return Finding(cr, (a, b), {"a": a.label, "b": b.label}, self._pairs_spec[n][k],
-                       ("pair", frozenset((a.order_id, b.order_id))))
+        return pair_finding(cr, facts.meds[i], facts.meds[j], sides, self._pairs_spec[n][k])
 
     def _burden(self, facts: Facts, cr: CompiledRule, r: BurdenRule,
                 members: dict[int, list[set[int]]], fired: set[int]) -> Finding | None:
         n = self._index[id(cr)]
         if r.kind == "cns-count":
             found = members.get(n, [set()])[0]
-            meds = [facts.meds[i] for i in sorted(found)]
-            distinct = _distinct_ingredient_meds(meds)
-            if r.min is None or len(distinct) < r.min:
-                return None
-            return Finding(cr, tuple(meds), {"count": len(distinct), "min": r.min,
-                                             "drugs": ", ".join(m.label for m in meds)},
-                           0.0, ("burden", r.kind, frozenset(m.order_id for m in meds)))
+            return cns_count_finding(cr, r, [facts.meds[i] for i in sorted(found)])
         if r.kind == "combination":
             if n not in members:
                 return None  # no join result: some part has no drug
             groups = [[facts.meds[i] for i in sorted(g)] for g in members[n]]
-            combined: list[NormalizedMed] = []
-            for g in groups:
-                for m in g:
-                    if m not in combined:
-                        combined.append(m)
-            if len(combined) < 2:  # one product covering every part is not a combination
-                return None
-            kb = self.compiled.kb
-            spec = sum(_specificity(kb, ref) for ref in r.all)
-            values = {f"drug{k + 1}": ", ".join(m.label for m in g) for k, g in enumerate(groups)}
-            values["drugs"] = ", ".join(m.label for m in combined)
-            return Finding(cr, tuple(combined), values, spec,
-                           ("pair", frozenset(m.order_id for m in combined)))
+            return combination_finding(self.compiled.kb, cr, r, groups)
         # anticholinergic: the durable rule fired when the total reached the rule's minimum
-        if r.min is None or n not in fired:
+        if n not in fired:
             return None
-        labels = {lbl for lbl, _, _ in facts.acb_items}
-        meds_t = tuple(m for m in facts.meds if m.label in labels)
-        detail = ", ".join(f"{ing} {score}" for _, ing, score in facts.acb_items)
-        return Finding(cr, meds_t, {"acb": facts.acb_total, "min": r.min, "scores": detail}, 0.0,
-                       ("burden", r.kind))
+        return anticholinergic_finding(cr, r, facts)

@@ -102,6 +102,15 @@ def _suggestions(f: Finding) -> tuple[Suggestion, ...]:
     return tuple(out)
 
 
+def _canonical(value: object) -> str:
+    """A text form of a finding key that does not depend on set iteration order."""
+    if isinstance(value, frozenset | set):
+        return "{" + ",".join(sorted(_canonical(v) for v in value)) + "}"
+    if isinstance(value, tuple | list):
+        return "(" + ",".join(_canonical(v) for v in value) + ")"
+    return repr(value)
+
+
 def _summary(template: str, values: dict[str, object]) -> str:
     """The summary with its values filled in, under CDS Hooks' 140 characters (at most 139)."""
     text = fill(template, values)
@@ -116,8 +125,8 @@ def to_alerts(findings: Iterable[Finding], facts: Facts) -> list[Alert]:
         meds = best.meds
         order_ids = tuple(sorted({m.order_id for m in meds}))
         digest = hashlib.sha1(
-            f"{facts.patient_id}|{best.rule.ref}|{'|'.join(order_ids)}|{best.key}".encode()
-        ).hexdigest()[:16]
+            f"{facts.patient_id}|{best.rule.ref}|{'|'.join(order_ids)}|{_canonical(best.key)}"
+            .encode()).hexdigest()[:16]
         actions = [a.text for a in rule.actions]
         alerts.append(Alert(
             id=digest, rule=best.rule.ref, pack=best.rule.pack_ref,
