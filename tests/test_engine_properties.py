@@ -141,9 +141,6 @@ def test_alert_ids_do_not_depend_on_medication_order(
             == {(a.rule, frozenset(a.order_ids)): a.id for a in two})
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "alerts list medications (and rationale MME items) in the patient's order, so a "
-    "reordered chart reads differently; arguably correct (chart order)"))
 @SETTINGS
 @given(reordered())
 def test_reordering_medications_changes_nothing(pair: tuple[dict[str, Any], dict[str, Any]]) -> None:

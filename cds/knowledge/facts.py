@@ -124,19 +124,23 @@ def build_facts(kb: Knowledge, patient: Patient, as_of: date | None = None,
                 unrecognized.append(med)
             continue
         (current if med.current else history).append(med)
+    # A canonical order: the same list in another order gives the same alerts, word for word.
+    for meds in (current, history, unrecognized):
+        meds.sort(key=_med_order)
     graph = kb.classes
     med_classes = tuple(
         frozenset(m.ingredients).union(*(graph.ancestors(i) for i in m.ingredients))
         for m in current
     )
-    acb_items = []
+    # Each ingredient scores once (IR + ER of one drug are one drug), whatever the list order.
     scores = kb.anticholinergic.scores
-    scored: set[str] = set()
+    by_ing: dict[str, list[str]] = {}
     for m in current:
         for ing in m.ingredients:
-            if ing in scores and ing not in scored:  # IR + ER of one drug score once
-                scored.add(ing)
-                acb_items.append((m.label, ing, scores[ing]))
+            if ing in scores:
+                by_ing.setdefault(ing, []).append(m.label)
+    acb_items = [(", ".join(sorted(set(labels))), ing, scores[ing])
+                 for ing, labels in sorted(by_ing.items())]
     cns = tuple(i for i, cls in enumerate(med_classes) if CNS_ACTIVE_CLASS in cls)
     hepatic, hepatic_missing = _hepatic(patient)
     weight = patient.latest("weight")
@@ -152,6 +156,10 @@ def build_facts(kb: Knowledge, patient: Patient, as_of: date | None = None,
         med_classes=med_classes, present=frozenset().union(*med_classes),
         opioids=tuple(i for i, m in enumerate(current) if _is_opioid_med(kb, m, med_classes[i])),
     )
+
+
+def _med_order(m: NormalizedMed) -> tuple[str, str]:
+    return (m.label.lower(), m.order_id)
 
 
 def _is_opioid_med(kb: Knowledge, med: NormalizedMed, classes: frozenset[str]) -> bool:
