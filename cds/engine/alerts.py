@@ -26,6 +26,8 @@ class CompiledRule:
     family: str
     role: str
     when: Any = None  # compiled Expression or None
+    #: The rule's own closing sentences (mechanism, evidence status, sources), built once.
+    tail: str = ""
 
 
 @dataclass(frozen=True, slots=True)

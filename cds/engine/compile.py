@@ -16,6 +16,7 @@ from typing import Any
 from cds.engine import escalation
 from cds.engine.alerts import CompiledRule, Finding
 from cds.engine.expression import compile_expression
+from cds.engine.rationale import rule_tail
 from cds.knowledge.facts import Facts
 from cds.knowledge.normalize import NormalizedMed
 from cds.knowledge.store import Knowledge
@@ -80,7 +81,7 @@ class CompiledPacks:
                 r = loaded.rule
                 when = compile_expression(r.when, known=kb.known) if r.when else None
                 cr = CompiledRule(pack.id, pack.ref, pack.digest, r, f"{pack.id}/{r.id}",
-                                  r.family, route_role(pack, r), when)
+                                  r.family, route_role(pack, r), when, rule_tail(r))
                 self.rules.append(cr)
                 if isinstance(r, InteractionRule):
                     for ra in r.a:

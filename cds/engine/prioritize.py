@@ -80,7 +80,10 @@ def deduplicate(findings: Iterable[Finding]) -> list[tuple[Finding, list[Finding
         for g in group[1:]:
             if _more_specific(g, best):
                 best = g
-        others = sorted({g.rule.ref for g in group if g is not best})
+        if len(group) == 1:
+            out.append((best, []))
+            continue
+        others = {g.rule.ref for g in group if g is not best}
         out.append((best, [g for g in group if g.rule.ref in others]))
     return out
 
@@ -102,15 +105,6 @@ def _suggestions(f: Finding) -> tuple[Suggestion, ...]:
     return tuple(out)
 
 
-def _canonical(value: object) -> str:
-    """A text form of a finding key that does not depend on set iteration order."""
-    if isinstance(value, frozenset | set):
-        return "{" + ",".join(sorted(_canonical(v) for v in value)) + "}"
-    if isinstance(value, tuple | list):
-        return "(" + ",".join(_canonical(v) for v in value) + ")"
-    return repr(value)
-
-
 def _summary(template: str, values: dict[str, object]) -> str:
     """The summary with its values filled in, under CDS Hooks' 140 characters (at most 139)."""
     text = fill(template, values)
@@ -124,9 +118,9 @@ def to_alerts(findings: Iterable[Finding], facts: Facts) -> list[Alert]:
         rule = best.rule.rule
         meds = best.meds
         order_ids = tuple(sorted({m.order_id for m in meds}))
+        # the rule and the medications identify a finding (its key adds nothing to them)
         digest = hashlib.sha1(
-            f"{facts.patient_id}|{best.rule.ref}|{'|'.join(order_ids)}|{_canonical(best.key)}"
-            .encode()).hexdigest()[:16]
+            f"{facts.patient_id}|{best.rule.ref}|{'|'.join(order_ids)}".encode()).hexdigest()[:16]
         actions = [a.text for a in rule.actions]
         alerts.append(Alert(
             id=digest, rule=best.rule.ref, pack=best.rule.pack_ref,
@@ -134,10 +128,12 @@ def to_alerts(findings: Iterable[Finding], facts: Facts) -> list[Alert]:
             severity=rule.severity, priority=priority(best, base),
             summary=_summary(rule.summary, best.values),
             rationale=rationale(best, facts), medications=tuple(m.label for m in meds),
-            sources=tuple(dict.fromkeys([*rule.sources,
-                                         *(s for o in others for s in o.rule.rule.sources)])),
+            sources=(tuple(dict.fromkeys([*rule.sources,
+                                          *(s for o in others for s in o.rule.rule.sources)]))
+                     if others else tuple(rule.sources)),
             actions=tuple(actions), order_ids=order_ids,
-            also=tuple(sorted({o.rule.ref for o in others})), role=best.rule.role,
+            also=tuple(sorted({o.rule.ref for o in others})) if others else (),
+            role=best.rule.role,
             interruptive=rule.interruptive, draft=any(m.draft for m in meds),
             evidence=rule.evidence, suggestions=_suggestions(best), values=best.values,
         ))

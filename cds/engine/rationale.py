@@ -58,22 +58,19 @@ def mme_breakdown(facts: Facts) -> str:
     return out
 
 
-def values_used(f: Finding, facts: Facts) -> str:
-    fam = f.rule.family
-    rule = f.rule.rule
-    if isinstance(rule, InteractionRule):
-        return f"Mechanism: {rule.mechanism} Management: {rule.management}"
-    if fam == "mme" or (fam == "escalation" and facts.mme.items):
-        return mme_breakdown(facts) + "."
-    if fam == "renal":
+def _patient_values(family: str, facts: Facts) -> str:
+    """The patient's values a family's alerts state (the same for every alert of a family)."""
+    if family in ("mme", "escalation"):
+        return mme_breakdown(facts) + "." if (family == "mme" or facts.mme.items) else ""
+    if family == "renal":
         return f"Values: {renal_inputs(facts)}."
-    if fam == "hepatic" and facts.hepatic is not None:
+    if family == "hepatic" and facts.hepatic is not None:
         cp = facts.hepatic
         if cp.score is None:
             return f"Values: Child-Pugh class {cp.cls} (as recorded)."
         pts = ", ".join(f"{n} {p}" for n, p in cp.points)
         return f"Values: Child-Pugh class {cp.cls}, score {cp.score} ({pts})."
-    if fam == "burden":
+    if family == "burden":
         extra = []
         if facts.age is not None:
             extra.append(f"age {facts.age}")
@@ -85,14 +82,39 @@ def values_used(f: Finding, facts: Facts) -> str:
     return ""
 
 
-def rationale(f: Finding, facts: Facts) -> str:
-    rule = f.rule.rule
-    text = fill(rule.rationale.strip(), f.values)
-    used = values_used(f, facts)
-    parts = [text]
-    if used:
-        parts.append(used)
+def values_used(f: Finding, facts: Facts) -> str:
+    """Interaction rules state their mechanism (in the rule's tail); the others the patient's
+    values, computed once per patient and family."""
+    if isinstance(f.rule.rule, InteractionRule):
+        return ""
+    key = "values:" + f.rule.family
+    text = facts.memo.get(key)
+    if text is None:
+        text = facts.memo[key] = _patient_values(f.rule.family, facts)
+    return str(text)
+
+
+def _sentence(p: str) -> str:
+    return p if p.endswith((".", ")")) else p + "."
+
+
+def rule_tail(rule: Any) -> str:
+    """What a rule's rationale always ends with: mechanism and management for interactions,
+    the evidence status when not confirmed, and the sources."""
+    parts = []
+    if isinstance(rule, InteractionRule):
+        parts.append(f"Mechanism: {rule.mechanism} Management: {rule.management}")
     if rule.evidence != "confirmed":
         parts.append(f"Evidence status: {rule.evidence} (see the pack's sources).")
     parts.append("Sources: " + "; ".join(rule.sources) + ".")
-    return " ".join(p if p.endswith((".", ")")) else p + "." for p in parts)
+    return " ".join(_sentence(p) for p in parts)
+
+
+def rationale(f: Finding, facts: Facts) -> str:
+    """The rule's template filled, the values used, then the rule's tail."""
+    parts = [_sentence(fill(f.rule.rule.rationale.strip(), f.values))]
+    used = values_used(f, facts)
+    if used:
+        parts.append(_sentence(used))
+    parts.append(f.rule.tail or rule_tail(f.rule.rule))
+    return " ".join(parts)
