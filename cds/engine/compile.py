@@ -9,6 +9,7 @@ pickles for process pools and Dask workers.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
@@ -120,11 +121,19 @@ class CompiledPacks:
     def match(self, facts: Facts) -> list[Finding]:
         out: list[Finding] = []
         self._interactions(facts, out)
-        self._drug_rules(facts, out)
+        self.drug_rules(facts, out)
+        self.patient_wide_rules(facts, out, lambda cr, r: _burden(self.kb, cr, r, facts))
+        return out
+
+    def patient_wide_rules(self, facts: Facts, out: list[Finding],
+                           burden: Callable[[CompiledRule, BurdenRule], Finding | None]) -> None:
+        """Rules about the whole list (burden, MME tiers, renal monitoring, escalation,
+        drug-less expressions); `burden` is the backend's way of matching burden rules."""
         for cr in self.patient_wide:
             r = cr.rule
+            f: Finding | None
             if isinstance(r, BurdenRule):
-                f = _burden(self.kb, cr, r, facts)
+                f = burden(cr, r)
             elif isinstance(r, MmeRule):
                 f = _mme(cr, r, facts)
             elif isinstance(r, RenalMonitoringRule):
@@ -137,7 +146,6 @@ class CompiledPacks:
                 f = None
             if f is not None and (cr.when is None or cr.when(facts)):
                 out.append(f)
-        return out
 
     def _interactions(self, facts: Facts, out: list[Finding]) -> None:
         pairs = self.pairs
@@ -154,7 +162,7 @@ class CompiledPacks:
                 if cr.when is None or cr.when(facts):
                     out.append(pair_finding(cr, mi, mj, sides, spec))
 
-    def _drug_rules(self, facts: Facts, out: list[Finding]) -> None:
+    def drug_rules(self, facts: Facts, out: list[Finding]) -> None:
         seen: dict[str, list[NormalizedMed]] = {}
         rules: dict[str, CompiledRule] = {}
         for med in facts.meds:

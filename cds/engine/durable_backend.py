@@ -74,12 +74,9 @@ from typing import Any
 
 from durable import engine as durable_engine  # type: ignore[import-untyped]
 
-from cds.engine import escalation
 from cds.engine.alerts import CompiledRule, Finding
 from cds.engine.compile import (
     CompiledPacks,
-    _mme,
-    _renal_monitoring,
     _specificity,
     anticholinergic_finding,
     cns_count_finding,
@@ -89,11 +86,7 @@ from cds.engine.compile import (
 from cds.knowledge.facts import Facts
 from cds.rules.models import (
     BurdenRule,
-    EscalationRule,
-    ExpressionRule,
     InteractionRule,
-    MmeRule,
-    RenalMonitoringRule,
 )
 
 #: Rules per durable ruleset, the sentinel and catch-all rules included (durable-rules 2.0.28
@@ -395,25 +388,9 @@ class DurableMatcher:
                 hit = self._interaction(facts, i, j, cands)
                 if hit is not None:
                     out.append(hit)
-        self.compiled._drug_rules(facts, out)
-        c = self.compiled
-        for cr in c.patient_wide:
-            r = cr.rule
-            f: Finding | None
-            if isinstance(r, BurdenRule):
-                f = self._burden(facts, cr, r, members, fired)
-            elif isinstance(r, MmeRule):
-                f = _mme(cr, r, facts)
-            elif isinstance(r, RenalMonitoringRule):
-                f = _renal_monitoring(c, cr, r, facts)
-            elif isinstance(r, EscalationRule):
-                f = escalation.match(c.kb, cr, r, facts)
-            elif isinstance(r, ExpressionRule):
-                f = Finding(cr, (), {}, 0.0, (cr.ref,)) if r.drugs == [] else None
-            else:  # pragma: no cover - the schema admits no other type
-                f = None
-            if f is not None and (cr.when is None or cr.when(facts)):
-                out.append(f)
+        self.compiled.drug_rules(facts, out)
+        self.compiled.patient_wide_rules(
+            facts, out, lambda cr, r: self._burden(facts, cr, r, members, fired))
         return out
 
     def _interaction(self, facts: Facts, i: int, j: int,

@@ -74,7 +74,7 @@ def deduplicate(findings: Iterable[Finding]) -> list[tuple[Finding, list[Finding
         else:
             k = ("rule", f.rule.ref, f.key)
         groups.setdefault(k, []).append(f)
-    out = []
+    out: list[tuple[Finding, list[Finding]]] = []
     for group in groups.values():
         best = group[0]
         for g in group[1:]:
