@@ -28,7 +28,7 @@ Rules compiled into durable rules (the Rete network does the matching and the jo
 * burden ``anticholinergic``: one durable rule on the ``patient`` fact (``acb >= min``).
 
 Rule types whose logic is not a join reuse the indexed helpers after the durable stage:
-renal and hepatic dose bands and drug-specific expression rules (`CompiledPacks._drug_rules`),
+renal and hepatic dose bands and drug-specific expression rules (`CompiledPacks.drug_rules`),
 MME tiers (`_mme`), renal monitoring (`_renal_monitoring`), escalation (order and dispense
 history, `cds.engine.escalation`) and patient-wide expression rules; every rule's ``when``
 expression is evaluated in Python, as in the indexed evaluator.
