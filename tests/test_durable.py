@@ -3,7 +3,6 @@ limits of durable-rules 2.0.28 (session cap, threads, pickling, ruleset size).""
 
 from __future__ import annotations
 
-import csv
 import multiprocessing
 import pickle
 import subprocess
@@ -17,10 +16,11 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from products import PRODUCTS, dose_unit
 
 from cds.engine.durable_backend import MAX_RULES_PER_RULESET, DurableMatcher
 from cds.engine.evaluator import Engine
-from cds.knowledge.store import DATA_DIR, default_knowledge
+from cds.knowledge.store import default_knowledge
 from cds.patient import Patient
 from cds.rules.loader import load_pack
 from cds.rules.registry import load_packs
@@ -28,9 +28,6 @@ from cds.rules.registry import load_packs
 AS_OF = date(2026, 11, 26)
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
-with (DATA_DIR / "rxnorm_products.csv").open(encoding="utf-8") as _fh:
-    PRODUCTS: list[tuple[str, str, str]] = [(r["rxcui"], r["name"], r["dose_form"])
-                                            for r in csv.DictReader(_fh)]
 
 KB = default_knowledge()
 PACKS = load_packs(KB)  # every shipped pack, newest version
@@ -38,19 +35,12 @@ INDEXED = Engine(PACKS, KB)
 DURABLE = Engine(PACKS, KB, backend="durable")  # one per module: rulesets are never freed
 
 
-def _unit(form: str) -> str:
-    f = form.lower()
-    for word, unit in (("transdermal", "patch"), ("capsule", "capsule"), ("solution", "mL"),
-                       ("suspension", "mL"), ("spray", "spray"), ("film", "film")):
-        if word in f:
-            return unit
-    return "tablet"
 
 
 @st.composite
 def orders(draw: st.DrawFn, mid: str, current: bool = True) -> dict[str, Any]:
-    rxcui, name, form = draw(st.sampled_from(PRODUCTS))
-    unit = _unit(form)
+    rxcui, name, form, _ = draw(st.sampled_from(PRODUCTS))
+    unit = dose_unit(form)
     o: dict[str, Any] = {
         "id": mid, "dose": draw(st.sampled_from([0.5, 1, 1, 2, 3] if unit != "mL" else [2.5, 5, 10])),
         "dose_unit": unit,

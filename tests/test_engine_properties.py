@@ -3,7 +3,6 @@ RxNorm products: monotone interactions, order independence, MME arithmetic, dete
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -15,10 +14,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from products import PRODUCTS, dose_unit
 
 from cds.engine.alerts import Alert
 from cds.engine.evaluator import Engine
-from cds.knowledge.store import DATA_DIR, default_knowledge
+from cds.knowledge.store import default_knowledge
 from cds.patient import Patient
 from cds.rules.models import InteractionRule, MmeRule
 from cds.rules.registry import load_packs
@@ -31,28 +31,18 @@ ENGINE = Engine(PACKS, KB)
 INTERACTION_RULES = {cr.ref for cr in ENGINE.compiled.rules if isinstance(cr.rule, InteractionRule)}
 MME_TIER = {cr.ref: cr.rule.min for cr in ENGINE.compiled.rules if isinstance(cr.rule, MmeRule)}
 
-with (DATA_DIR / "rxnorm_products.csv").open(encoding="utf-8") as _fh:
-    PRODUCTS = [(r["rxcui"], r["name"], r["dose_form"], r["ingredients"])
-                for r in csv.DictReader(_fh)]
 OPIOID_PRODUCTS = [p for p in PRODUCTS
                    if any(i in KB.opioids for i in p[3].split("|"))]
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def _unit(form: str) -> str:
-    f = form.lower()
-    for word, unit in (("transdermal", "patch"), ("capsule", "capsule"), ("solution", "mL"),
-                       ("suspension", "mL"), ("spray", "spray"), ("film", "film")):
-        if word in f:
-            return unit
-    return "tablet"
 
 
 @st.composite
 def orders(draw: st.DrawFn, mid: str, pool: list[tuple[str, str, str, str]] = PRODUCTS,
            current: bool = True) -> dict[str, Any]:
     rxcui, name, form, _ = draw(st.sampled_from(pool))
-    unit = _unit(form)
+    unit = dose_unit(form)
     o: dict[str, Any] = {
         "id": mid, "dose_unit": unit,
         "dose": draw(st.sampled_from([0.5, 1, 2, 3] if unit != "mL" else [2.5, 5, 10])),

@@ -5,7 +5,6 @@ client sends, the reader returns a Patient or raises InputError, nothing else.""
 from __future__ import annotations
 
 import contextlib
-import copy
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from jsonmutation import json_values, mutated
 
 from cds.errors import InputError
 from cds.io import (
@@ -509,49 +509,13 @@ def test_unexpected_failures_become_input_errors() -> None:
 
 # --- property: anything in, Patient or InputError out ---------------------------------------
 
-FHIRISH = st.sampled_from([
+FHIRISH = [
     "2026-10-01", "2026-10-01T10:00:00Z", "1950", "mg", "kg", "lb", "h", "d", "wk", "BID",
     "draft", "active", "stopped", "Medication/med1", "#med1", "Patient/p1", "Patient/p2",
     "urn:uuid:p1", "http://loinc.org", SCT, "2160-0", "29463-7", "26643006", "Medication",
     "Patient", "Observation", "MedicationRequest", "Condition", "MedicationDispense", "",
-])
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=6)
-    | FHIRISH,
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(st.text(max_size=6) | FHIRISH, inner, max_size=3),
-    max_leaves=8,
-)
-
-
-def _paths(value: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [at]
-    if isinstance(value, dict):
-        for k, v in value.items():
-            out += _paths(v, (*at, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            out += _paths(v, (*at, i))
-    return out
-
-
-@st.composite
-def mutations(draw: st.DrawFn, base: dict[str, Any]) -> Any:
-    doc: Any = copy.deepcopy(base)
-    for _ in range(draw(st.integers(1, 4))):
-        path = draw(st.sampled_from(_paths(doc)))
-        new = draw(JSON)
-        if not path:
-            doc = new
-            continue
-        parent = doc
-        for step in path[:-1]:
-            parent = parent[step]
-        if draw(st.booleans()) and isinstance(parent, dict):
-            del parent[path[-1]]
-        else:
-            parent[path[-1]] = new
-    return doc
+]
+JSON = json_values(FHIRISH, nan=True)
 
 
 def _rich_bundle() -> dict[str, Any]:
@@ -575,7 +539,7 @@ RICH = _rich_bundle()
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(mutations(RICH))
+@given(mutated(RICH, JSON))
 def test_mutated_bundles_give_patient_or_input_error(doc: Any) -> None:
     try:
         assert isinstance(patient_from_fhir(doc), Patient)
@@ -584,7 +548,7 @@ def test_mutated_bundles_give_patient_or_input_error(doc: Any) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.sampled_from([e["resource"] for e in RICH["entry"]]).flatmap(mutations))
+@given(st.sampled_from([e["resource"] for e in RICH["entry"]]).flatmap(lambda r: mutated(r, JSON)))
 def test_mutated_resources_give_result_or_input_error(res: Any) -> None:
     for read in (fhir_observation, fhir_condition, fhir_patient_demographics):
         with contextlib.suppress(InputError):

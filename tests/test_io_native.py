@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
+from jsonmutation import json_values, mutated
 
 from cds.errors import InputError
 from cds.io import patient_from_native, read_patient
@@ -136,50 +135,14 @@ def test_detects_format_by_content(tmp_path: Path) -> None:
 
 # --- property: anything in, Patient or InputError out ---------------------------------------
 
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6)
-    | st.sampled_from(["kg", "lb", "umol/L", "weight", "egfr", "2026-01-01", "h", "request"]),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
-                                                                 max_size=3),
-    max_leaves=8,
-)
-
-
-def _paths(value: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [at]
-    if isinstance(value, dict):
-        for k, v in value.items():
-            out += _paths(v, (*at, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            out += _paths(v, (*at, i))
-    return out
-
-
-@st.composite
-def mutations(draw: st.DrawFn) -> Any:
-    doc: Any = copy.deepcopy(BASE)
-    for _ in range(draw(st.integers(1, 3))):
-        path = draw(st.sampled_from(_paths(doc)))
-        new = draw(JSON)
-        if not path:
-            doc = new
-            continue
-        parent = doc
-        for step in path[:-1]:
-            parent = parent[step]
-        if draw(st.booleans()) and isinstance(parent, dict):
-            del parent[path[-1]]
-        else:
-            parent[path[-1]] = new
-    return doc
+JSON = json_values(["kg", "lb", "umol/L", "weight", "egfr", "2026-01-01", "h", "request"])
 
 
 BASE = native()
 
 
 @settings(max_examples=300, deadline=None)
-@given(mutations())
+@given(mutated(BASE, JSON, max_changes=3))
 def test_mutated_native_gives_patient_or_input_error(doc: Any) -> None:
     try:
         assert isinstance(patient_from_native(doc), Patient)
