@@ -121,15 +121,16 @@ def time_unit(quantity: Node) -> PeriodUnit:
     for key in ("code", "unit"):
         raw = quantity.string(key)
         if raw is not None:
-            return parse_time_unit(raw, quantity.at(key))
+            return parse_time_unit(raw, quantity, key)
     raise InputError("a duration needs a time unit", field=quantity.at("unit"))
 
 
-def parse_time_unit(raw: str, path: str) -> PeriodUnit:
+def parse_time_unit(raw: str, node: Node, key: str) -> PeriodUnit:
+    """A FHIR time unit; the error names node.key (the path is built only then)."""
     unit = _TIME_UNITS.get(raw.strip().lower())
     if unit is None:
         raise InputError(f"unknown time unit {raw!r} (use one of {', '.join(PERIOD_DAYS)})",
-                         field=path)
+                         field=node.at(key))
     return unit
 
 

@@ -270,7 +270,7 @@ def _timing(timing: Node) -> dict[str, Any]:
         out["period_max"] = repeat.number("periodMax", positive=True)
         period_unit = repeat.string("periodUnit")
         if period_unit is not None:
-            out["period_unit"] = parse_time_unit(period_unit, repeat.at("periodUnit"))
+            out["period_unit"] = parse_time_unit(period_unit, repeat, "periodUnit")
         out["time_of_day"] = repeat.strings("timeOfDay")
         out["when"] = repeat.strings("when")
         bounds = repeat.obj("boundsPeriod")
