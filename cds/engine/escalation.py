@@ -8,6 +8,7 @@ dispense does not add to an order for the same ingredients (the dispense fills t
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable
 from datetime import date, timedelta
 from typing import Any
@@ -43,6 +44,7 @@ class History:
 
     def __init__(self, kb: Knowledge, facts: Facts) -> None:
         self.as_of = facts.as_of
+        self._steps: tuple[list[date], list[float]] | None = None
         self.episodes: list[tuple[date, date, NormalizedMed, float]] = []
         opioids = [facts.meds[i] for i in facts.opioids]
         opioids += [m for m in facts.history if any(is_opioid(kb, i) for i in m.ingredients)]
@@ -60,7 +62,17 @@ class History:
                 if m.source != "dispense" or tuple(sorted(m.ingredients)) not in ordered]
 
     def mme_on(self, day: date) -> float:
-        return sum(mme for _, mme in self.active_on(day))
+        """Total MME on a day: a look-up in the step function built once per patient."""
+        steps = self._steps
+        if steps is None:
+            steps = self._steps = self._step_function()
+        k = bisect_right(steps[0], day) - 1
+        return steps[1][k] if k >= 0 else 0.0
+
+    def _step_function(self) -> tuple[list[date], list[float]]:
+        """MME is constant between episode boundaries: one value per boundary."""
+        points = sorted({d for s, e, _, _ in self.episodes for d in (s, e)})
+        return points, [sum(mme for _, mme in self.active_on(d)) for d in points]
 
     def days_between(self, start: date, end: date) -> Iterable[date]:
         """Days worth sampling in [start, end): window edges and every episode boundary."""

@@ -58,7 +58,7 @@ class Identity:
     matched_by: str  # "rxcui-product" | "rxcui-ingredient" | "rxnorm-name" | "free-text"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)  # identity equality; not frozen: built per order, hot
 class NormalizedMed:
     order_id: str
     label: str
