@@ -280,3 +280,21 @@ def test_engine_pickles(tmp_path: Path) -> None:
 def test_unknown_backend_is_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="unknown engine backend"):
         Engine([], default_knowledge(), backend=bad)  # type: ignore[arg-type]
+
+
+def dispense(mid: str, text: str, day: str, supply: int, per_day: int = 4) -> dict[str, Any]:
+    return med(mid, text, per_day=per_day, source="dispense", status="completed", dispensed=day,
+               authored=day, supply_days=supply)
+
+
+def test_dispense_covering_today_is_a_current_medication() -> None:
+    e = Engine([], default_knowledge())
+    claims_only = patient([dispense("d1", OXY, "2026-11-10", 30)])  # covers 2026-11-26
+    assert e.evaluate(claims_only, as_of=AS_OF).mme.total == 60
+    expired = patient([dispense("d1", OXY, "2026-10-01", 30)])
+    assert e.evaluate(expired, as_of=AS_OF).mme.total == 0
+    refills = patient([dispense("d1", OXY, "2026-11-01", 30, per_day=2),
+                       dispense("d2", OXY, "2026-11-20", 30)])  # early refill: latest counts
+    assert e.evaluate(refills, as_of=AS_OF).mme.total == 60
+    with_order = patient([med("o", OXY), dispense("d1", OXY, "2026-11-10", 30)])
+    assert e.evaluate(with_order, as_of=AS_OF).mme.total == 60  # the fill is not a second drug

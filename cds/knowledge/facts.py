@@ -7,8 +7,8 @@ validation out of the hot path and makes evaluation a pure function of (Facts, p
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import date
+from dataclasses import dataclass, field, replace
+from datetime import date, timedelta
 from typing import Any
 
 from cds.knowledge.hepatic import ChildPugh, child_pugh
@@ -124,6 +124,7 @@ def build_facts(kb: Knowledge, patient: Patient, as_of: date | None = None,
                 unrecognized.append(med)
             continue
         (current if med.current else history).append(med)
+    _dispensed_on_hand(current, history, day)
     # A canonical order: the same list in another order gives the same alerts, word for word.
     for meds in (current, history, unrecognized):
         meds.sort(key=_med_order)
@@ -156,6 +157,30 @@ def build_facts(kb: Knowledge, patient: Patient, as_of: date | None = None,
         med_classes=med_classes, present=frozenset().union(*med_classes),
         opioids=tuple(i for i, m in enumerate(current) if _is_opioid_med(kb, m, med_classes[i])),
     )
+
+
+def _dispensed_on_hand(current: list[NormalizedMed], history: list[NormalizedMed],
+                       day: date) -> None:
+    """A dispense whose days' supply covers the evaluation date is a current medication when
+    no active order for the same drug is on file: claims-only panels (a health plan's
+    members) have dispenses and no orders. Of several such dispenses of one drug, the latest
+    counts (an early refill is not a second drug)."""
+    ordered = {tuple(sorted(m.ingredients)) for m in current}
+    on_hand: dict[tuple[str, ...], NormalizedMed] = {}
+    for m in history:
+        if m.source != "dispense" or m.dispensed is None or not m.supply_days:
+            continue
+        if not m.dispensed <= day < m.dispensed + timedelta(days=m.supply_days):
+            continue
+        key = tuple(sorted(m.ingredients))
+        if key in ordered:
+            continue
+        prev = on_hand.get(key)
+        if prev is None or (m.dispensed, m.order_id) > (prev.dispensed or date.min, prev.order_id):
+            on_hand[key] = m
+    for m in on_hand.values():
+        history.remove(m)
+        current.append(replace(m, current=True))
 
 
 def _med_order(m: NormalizedMed) -> tuple[str, str]:
