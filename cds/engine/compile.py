@@ -88,20 +88,20 @@ class CompiledPacks:
                     for ra in r.a:
                         for rb in r.b:
                             spec = _specificity(kb, ra) + _specificity(kb, rb)
-                            for x in g.expand(ra):
-                                for y in g.expand(rb):
+                            for x in g.members(ra):
+                                for y in g.members(rb):
                                     if x == y:
                                         continue
                                     self.pairs[(x, y)].append((cr, True, spec))
                                     self.pairs[(y, x)].append((cr, False, spec))
                 elif isinstance(r, RenalRule | HepaticRule):
-                    ings = set().union(*(g.expand(d) for d in r.drugs))
+                    ings = set().union(*(g.members(d) for d in r.drugs))
                     for i in ings:
                         self.by_ingredient[i].append(cr)
                     if isinstance(r, RenalRule):
                         renal_ings |= ings
                 elif isinstance(r, ExpressionRule) and r.drugs:
-                    for i in set().union(*(g.expand(d) for d in r.drugs)):
+                    for i in set().union(*(g.members(d) for d in r.drugs)):
                         self.by_ingredient[i].append(cr)
                 else:
                     self.patient_wide.append(cr)
@@ -317,7 +317,7 @@ def _renal(cr: CompiledRule, r: RenalRule, med: NormalizedMed, facts: Facts) -> 
 def _renal_monitoring(c: CompiledPacks, cr: CompiledRule, r: RenalMonitoringRule,
                       facts: Facts) -> Finding | None:
     g = c.kb.classes
-    drugs = (frozenset().union(*(g.expand(d) for d in r.drugs)) if r.drugs
+    drugs = (frozenset().union(*(g.members(d) for d in r.drugs)) if r.drugs
              else c.renal_drugs.get(cr.pack_id, frozenset()))
     meds = tuple(m for m in facts.meds if drugs.intersection(m.ingredients))
     if not meds:

@@ -272,7 +272,7 @@ class DurableMatcher:
                     need[("patient", -1)] += 1
                     continue
                 slot = p.slot if p.slot is not None else -1
-                for ing in g.expand(p.ref) if p.ref is not None else ():
+                for ing in g.members(p.ref) if p.ref is not None else ():
                     need[(ing, slot)] += 1
             for rules, load in chunks:
                 if len(rules) < MAX_RULES_PER_RULESET - _FIXED_RULES and all(

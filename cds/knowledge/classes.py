@@ -75,16 +75,12 @@ class ClassGraph:
         return ingredient == cls or cls in self.ancestors(ingredient)
 
     def members(self, cls: str) -> frozenset[str]:
-        """Ingredients in a class, directly or through its subclasses."""
+        """Ingredients in a class, directly or through its subclasses; an ingredient is itself."""
         if cls not in self.graph:
             return frozenset()
         if self.kind(cls) == "ingredient":
             return frozenset({cls})
         return frozenset(n for n in nx.ancestors(self.graph, cls) if self.kind(n) == "ingredient")
-
-    def expand(self, node: str) -> frozenset[str]:
-        """An ingredient as itself, a class as its member ingredients."""
-        return self.members(node)
 
     def class_source(self, cls: str) -> str | None:
         data = self.graph.nodes.get(cls)

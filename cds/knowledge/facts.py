@@ -12,7 +12,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from cds.knowledge.hepatic import ChildPugh, child_pugh
-from cds.knowledge.mme import MmeResult, compute_mme, is_opioid
+from cds.knowledge.mme import MmeResult, compute_mme
 from cds.knowledge.normalize import NormalizedMed, normalize
 from cds.knowledge.renal import CrCl, ckd_epi_2021, cockcroft_gault
 from cds.knowledge.store import Knowledge
@@ -189,7 +189,3 @@ def _med_order(m: NormalizedMed) -> tuple[str, str]:
 
 def _is_opioid_med(kb: Knowledge, med: NormalizedMed, classes: frozenset[str]) -> bool:
     return "opioid" in classes or not kb.opioids.isdisjoint(med.ingredients)
-
-
-def opioid_meds(kb: Knowledge, meds: Iterable[NormalizedMed]) -> list[NormalizedMed]:
-    return [m for m in meds if any(is_opioid(kb, i) for i in m.ingredients)]

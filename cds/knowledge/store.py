@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,6 @@ class Knowledge:
     mme_excluded: dict[str, tuple[str, str]]  # ingredient -> (reason, source)
     mme_factor_set: str
     anticholinergic: AnticholinergicScale
-    extra: dict[str, Any] = field(default_factory=dict)
     #: Ingredients counted as opioids: members of the opioid class, or with an MME factor.
     opioids: frozenset[str] = frozenset()
 
