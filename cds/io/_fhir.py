@@ -1,12 +1,18 @@
-"""Small FHIR R4 datatype readers shared by the resource readers."""
+"""Small FHIR R4 datatype readers shared by the resource readers.
+
+They read elements whose shape fhir_shapes.py has already checked, so they only interpret;
+`where` is the element's path, used in the message when the meaning is wrong.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from cds.errors import InputError
-from cds.io._shape import Node, kind_of
+from cds.io._shape import kind_of, parse_date
+from cds.io.fhir_shapes import CODEABLE_CONCEPT, checked
 from cds.patient import PeriodUnit
 from cds.units import PERIOD_DAYS
 
@@ -26,6 +32,8 @@ _TIME_UNITS: dict[str, PeriodUnit] = {
     "a": "a", "yr": "a", "year": "a", "years": "a",
 }
 
+Element = Mapping[str, Any]  # a checked element (a TypedDict of fhir_shapes)
+
 
 def label(resource: object) -> str:
     """`MedicationRequest/abc`: how errors name a resource (falls back to the type)."""
@@ -37,114 +45,115 @@ def label(resource: object) -> str:
     return f"{rtype}/{rid}" if isinstance(rid, str) and rid else rtype
 
 
-def resource_node(resource: object, expected: str | tuple[str, ...]) -> Node:
-    """The resource as a Node, after checking its resourceType."""
-    node = Node(resource, label(resource))
-    rtype = node.string("resourceType")
+def check_type(resource: object, expected: str | tuple[str, ...]) -> str:
+    """The resource's type, after checking it is an object of an expected resourceType."""
+    where = label(resource)
+    if not isinstance(resource, dict):
+        raise InputError(f"expected an object, got {kind_of(resource)}", field=where)
+    rtype = resource.get("resourceType")
     allowed = (expected,) if isinstance(expected, str) else expected
     if rtype not in allowed:
-        raise InputError(f"expected resourceType {' or '.join(allowed)}, got {rtype!r}",
-                         field=node.at("resourceType"))
-    return node
+        got = rtype if isinstance(rtype, str) or rtype is None else kind_of(rtype)
+        raise InputError(f"expected resourceType {' or '.join(allowed)}, got {got!r}",
+                         field=f"{where}.resourceType")
+    return str(rtype)
 
 
-def codings(concept: Node | None) -> list[tuple[str | None, str, str | None]]:
-    """(system, code, display) of every coding that has a code."""
-    if concept is None:
-        return []
-    out = []
-    for c in concept.objs("coding"):
-        code = c.string("code")
-        if code is not None:
-            out.append((c.string("system"), code, c.string("display")))
-    return out
+def text(value: str | None) -> str | None:
+    """A stripped string, with "" read as absent."""
+    return value or None
 
 
-def concept_text(concept: Node | None) -> str | None:
-    """CodeableConcept.text, else the first coding display."""
-    if concept is None:
+def date_at(element: Element, key: str, where: str) -> Any:
+    """A FHIR date/dateTime element as a date (None when absent)."""
+    value = element.get(key)
+    if not value:
         return None
-    text = concept.string("text")
-    if text:
-        return text
-    for c in concept.objs("coding"):
-        display = c.string("display")
-        if display:
-            return display
+    return parse_date(value, f"{where}.{key}")
+
+
+def codings(concept: Element | None) -> list[tuple[str | None, str, str | None]]:
+    """(system, code, display) of every coding that has a code."""
+    if not concept:
+        return []
+    return [(c.get("system") or None, c["code"], c.get("display") or None)
+            for c in concept.get("coding") or () if c.get("code")]
+
+
+def concept_text(concept: Element | None) -> str | None:
+    """CodeableConcept.text, else the first coding display."""
+    if not concept:
+        return None
+    if concept.get("text"):
+        return str(concept["text"])
+    for c in concept.get("coding") or ():
+        if c.get("display"):
+            return str(c["display"])
     return None
 
 
-def concept_code(concept: Node | None) -> str | None:
-    """First coding's code, else the text: for status-like concepts."""
-    if concept is None:
-        return None
-    for c in concept.objs("coding"):
-        code = c.string("code")
-        if code:
-            return code
-    return concept.string("text")
+def status_code(resource: Element, key: str, where: str) -> str | None:
+    """A status that is a code in R4 but a CodeableConcept in some resources/versions.
 
-
-def status_code(node: Node, key: str) -> str | None:
-    """A status that is a code in R4 but a CodeableConcept in some resources/versions."""
-    v = node.data.get(key)
+    Its element is declared loosely (Any) in the shapes; this reads either form."""
+    v = resource.get(key)
     if v is None:
         return None
-    if isinstance(v, dict):
-        return concept_code(node.obj(key))
     if isinstance(v, str):
-        return node.string(key)
-    raise InputError(f"expected a code or CodeableConcept, got {kind_of(v)}", field=node.at(key))
+        return v.strip() or None
+    if not isinstance(v, dict):
+        raise InputError(f"expected a code or CodeableConcept, got {kind_of(v)}",
+                         field=f"{where}.{key}")
+    concept = checked(CODEABLE_CONCEPT, v, f"{where}.{key}")
+    for c in concept.get("coding") or ():
+        if c.get("code"):
+            return str(c["code"])
+    return text(concept.get("text"))
 
 
-def reference_name(ref: Node | None) -> str | None:
+def reference_name(ref: Element | None) -> str | None:
     """A Reference as a person-readable name: display, else reference, else identifier."""
-    if ref is None:
+    if not ref:
         return None
-    display = ref.string("display")
-    if display:
-        return display
-    target = ref.string("reference")
-    if target:
-        return target
-    ident = ref.obj("identifier")
-    return ident.string("value") if ident is not None else None
+    ident = ref.get("identifier")
+    return ref.get("display") or ref.get("reference") or (ident.get("value") if ident else None) \
+        or None
 
 
 def normalize_reference(ref: str) -> str:
     """Drop a version suffix so `Patient/1/_history/2` matches `Patient/1`."""
-    return _HISTORY.sub("", ref.strip())
+    ref = ref.strip()
+    return _HISTORY.sub("", ref) if "/_history/" in ref else ref
 
 
-def time_unit(quantity: Node) -> PeriodUnit:
+def time_unit(quantity: Element, where: str) -> PeriodUnit:
     """The FHIR time unit of a Duration (code first: it is the machine-readable one)."""
     for key in ("code", "unit"):
-        raw = quantity.string(key)
-        if raw is not None:
-            return parse_time_unit(raw, quantity, key)
-    raise InputError("a duration needs a time unit", field=quantity.at("unit"))
+        raw = quantity.get(key)
+        if raw:
+            return parse_time_unit(raw, f"{where}.{key}")
+    raise InputError("a duration needs a time unit", field=f"{where}.unit")
 
 
-def parse_time_unit(raw: str, node: Node, key: str) -> PeriodUnit:
-    """A FHIR time unit; the error names node.key (the path is built only then)."""
-    unit = _TIME_UNITS.get(raw.strip().lower())
+def parse_time_unit(raw: str, where: str) -> PeriodUnit:
+    unit = _TIME_UNITS.get(raw.lower())
     if unit is None:
         raise InputError(f"unknown time unit {raw!r} (use one of {', '.join(PERIOD_DAYS)})",
-                         field=node.at(key))
+                         field=where)
     return unit
 
 
-def duration_days(quantity: Node) -> float | None:
+def duration_days(quantity: Element, where: str) -> float | None:
     """A Duration in days, or None if it has no value."""
-    value = quantity.number("value", positive=True)
+    value = quantity.get("value")
     if value is None:
         return None
-    return value * PERIOD_DAYS[time_unit(quantity)]
+    return float(value) * PERIOD_DAYS[time_unit(quantity, where)]
 
 
-def quantity_unit(quantity: Node) -> str | None:
+def quantity_unit(quantity: Element) -> str | None:
     """Quantity.unit, falling back to Quantity.code."""
-    return quantity.string("unit") or quantity.string("code")
+    return quantity.get("unit") or quantity.get("code") or None
 
 
 def as_dict(value: Any) -> dict[str, Any] | None:

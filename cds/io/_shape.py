@@ -1,14 +1,13 @@
-"""Path-aware access to parsed JSON.
+"""Errors that name the field, for the readers of untyped JSON.
 
-FHIR and native input arrive as untyped JSON. Reading it through `Node` means every wrong
-shape (a string where an array belongs, a number as text, an impossible date) becomes an
-`InputError` that names the exact field, instead of a KeyError or TypeError from deep inside
-the reader.
+FHIR and native input arrive as untyped JSON; their shapes are checked by pydantic (see
+fhir_shapes.py and the Patient model). These helpers turn what goes wrong into an `InputError`
+that names the exact field, in words a pharmacist can act on, never a KeyError or TypeError
+from deep inside a reader.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 from datetime import date
@@ -65,120 +64,6 @@ def join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
-class Node:
-    """A JSON object and the path it was found at. JSON null counts as absent.
-
-    The path string is built only when something asks for it (an error message): readers
-    walk hundreds of fields per patient and almost never fail.
-    """
-
-    __slots__ = ("_parent", "_path", "_steps", "data")
-
-    def __init__(self, data: object, path: str = "", *, parent: Node | None = None,
-                 steps: tuple[str | int, ...] = ()) -> None:
-        self._parent = parent
-        self._steps = steps
-        self._path: str | None = path if parent is None else None
-        if not isinstance(data, dict):
-            raise InputError(f"expected an object, got {kind_of(data)}", field=self.path)
-        self.data: dict[str, Any] = data
-
-    @property
-    def path(self) -> str:
-        if self._path is None:
-            path = self._parent.path if self._parent is not None else ""
-            for step in self._steps:
-                path = join(path, step)
-            self._path = path
-        return self._path
-
-    def at(self, key: str | int) -> str:
-        return join(self.path, key)
-
-    def has(self, key: str) -> bool:
-        return self.data.get(key) is not None
-
-    def obj(self, key: str) -> Node | None:
-        v = self.data.get(key)
-        return None if v is None else Node(v, parent=self, steps=(key,))
-
-    def objs(self, key: str) -> list[Node]:
-        return [Node(v, parent=self, steps=(key, i)) for i, v in enumerate(self._array(key))]
-
-    def first(self, key: str) -> Node | None:
-        items = self.objs(key)
-        return items[0] if items else None
-
-    def string(self, key: str) -> str | None:
-        v = self.data.get(key)
-        if v is None:
-            return None
-        if not isinstance(v, str):
-            raise InputError(f"expected a string, got {kind_of(v)}", field=self.at(key))
-        return v.strip() or None
-
-    def strings(self, key: str) -> list[str]:
-        out = []
-        for i, v in enumerate(self._array(key)):
-            if not isinstance(v, str):
-                raise InputError(f"expected a string, got {kind_of(v)}",
-                                 field=join(self.at(key), i))
-            out.append(v)
-        return out
-
-    def number(self, key: str, *, minimum: float | None = None,
-               positive: bool = False) -> float | None:
-        v = self.data.get(key)
-        if v is None:
-            return None
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise InputError(f"expected a number, got {kind_of(v)}", field=self.at(key))
-        try:
-            x = float(v)
-        except OverflowError:
-            raise InputError(f"number out of range: {v}", field=self.at(key)) from None
-        if not math.isfinite(x):
-            raise InputError(f"expected a finite number, got {v}", field=self.at(key))
-        if positive and x <= 0:
-            raise InputError(f"must be greater than 0, got {v}", field=self.at(key))
-        if minimum is not None and x < minimum:
-            raise InputError(f"must be at least {minimum:g}, got {v}", field=self.at(key))
-        return x
-
-    def integer(self, key: str, *, minimum: int = 1) -> int | None:
-        x = self.number(key, minimum=minimum)
-        if x is None:
-            return None
-        if not x.is_integer():
-            raise InputError(f"expected a whole number, got {x:g}", field=self.at(key))
-        return int(x)
-
-    def boolean(self, key: str) -> bool | None:
-        v = self.data.get(key)
-        if v is None:
-            return None
-        if not isinstance(v, bool):
-            raise InputError(f"expected true or false, got {kind_of(v)}", field=self.at(key))
-        return v
-
-    def date(self, key: str) -> date | None:
-        v = self.data.get(key)
-        if v is None:
-            return None
-        try:
-            return parse_date(v, "")
-        except InputError as e:  # the path is built only now, for the message
-            raise InputError(e.message, field=self.at(key)) from None
-
-    def _array(self, key: str) -> list[Any]:
-        v = self.data.get(key)
-        if v is None:
-            return []
-        if not isinstance(v, list):
-            raise InputError(f"expected an array, got {kind_of(v)}", field=self.at(key))
-        return v
-
-
 def loc_path(loc: tuple[int | str, ...]) -> str:
     """Pydantic error location -> `medications[2].dose`."""
     path = ""
@@ -187,14 +72,40 @@ def loc_path(loc: tuple[int | str, ...]) -> str:
     return path
 
 
-def first_validation_error(e: ValidationError, prefix: str = "") -> InputError:
+#: pydantic error types -> wording a non-programmer can read (the value's JSON kind appended).
+_EXPECTED = {
+    "string_type": "expected a string", "float_type": "expected a number",
+    "int_type": "expected a number", "bool_type": "expected true or false",
+    "list_type": "expected an array", "dict_type": "expected an object",
+    "model_type": "expected an object", "typed_dict_type": "expected an object",
+}
+
+
+def _message(error: Any) -> str:
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    if kind == "float_type" and isinstance(value, int) and not isinstance(value, bool):
+        return f"number out of range: {value}"
+    if kind in _EXPECTED:
+        return f"{_EXPECTED[kind]}, got {kind_of(value)}"
+    if kind == "finite_number":
+        return f"expected a finite number, got {value}"
+    if kind == "greater_than":
+        return f"must be greater than {ctx['gt']:g}, got {value}"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx['ge']:g}, got {value}"
+    if kind == "missing":
+        return "is required"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def validation_error(e: ValidationError, prefix: str = "") -> InputError:
     """One InputError from a ValidationError: the first failing field, and how many more."""
     errors = e.errors(include_url=False)
     first = errors[0]
     field = loc_path(tuple(first["loc"]))
     if prefix:
-        field = f"{prefix}.{field}" if field else prefix
-    msg = str(first["msg"])
+        field = f"{prefix}.{field}" if field and not field.startswith("[") else prefix + field
+    msg = _message(first)
     if len(errors) > 1:
         n = len(errors) - 1
         msg += f" (and {n} more error{'s' if n > 1 else ''})"
@@ -204,7 +115,7 @@ def first_validation_error(e: ValidationError, prefix: str = "") -> InputError:
 def guarded(where: Callable[..., str]) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Turn any stray exception of a resource reader into an InputError naming the resource.
 
-    The readers check shapes as they go; this is the net under them, so a shape nobody
+    The shapes are checked first; this is the net under the readers, so a shape nobody
     thought of still comes out as an InputError, never a KeyError or TypeError.
     """
 
@@ -216,7 +127,7 @@ def guarded(where: Callable[..., str]) -> Callable[[Callable[P, R]], Callable[P,
             except InputError:
                 raise
             except ValidationError as e:
-                raise first_validation_error(e, where(*args, **kwargs)) from None
+                raise validation_error(e, where(*args, **kwargs)) from None
             except Exception as e:  # noqa: BLE001 - the point is to catch everything
                 raise InputError(f"unexpected shape ({type(e).__name__}: {e})",
                                  field=where(*args, **kwargs)) from None

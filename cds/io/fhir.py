@@ -14,16 +14,20 @@ from pydantic import ValidationError
 from cds.errors import InputError
 from cds.io._fhir import (
     LOINC,
+    Element,
     as_dict,
+    check_type,
     codings,
     concept_text,
+    date_at,
     label,
     normalize_reference,
-    resource_node,
     status_code,
+    text,
 )
-from cds.io._shape import Node, first_validation_error, guarded, kind_of
+from cds.io._shape import guarded, kind_of, validation_error
 from cds.io.fhir_meds import SOURCES, fhir_medication_order
+from cds.io.fhir_shapes import BUNDLE, CONDITION, OBSERVATION, PATIENT, checked
 from cds.patient import Condition, MedicationOrder, Observation, ObservationKind, Patient
 from cds.units import canonical_unit
 
@@ -55,15 +59,17 @@ _SEXES = frozenset({"female", "male", "other", "unknown"})
 @guarded(lambda resource: label(resource))
 def fhir_patient_demographics(resource: dict[str, Any]) -> dict[str, Any]:
     """Patient resource -> {"id", "birth_date", "sex"} (the Patient model's field names)."""
-    node = resource_node(resource, "Patient")
-    rid = node.string("id")
+    check_type(resource, "Patient")
+    where = label(resource)
+    patient = checked(PATIENT, resource, where)
+    rid = text(patient.get("id"))
     if rid is None:
-        raise InputError("Patient has no id", field=node.at("id"))
-    gender = node.string("gender")
+        raise InputError("Patient has no id", field=f"{where}.id")
+    gender = text(patient.get("gender"))
     if gender is not None and gender.lower() not in _SEXES:
         raise InputError(f"unknown gender {gender!r} (use {', '.join(sorted(_SEXES))})",
-                         field=node.at("gender"))
-    return {"id": rid, "birth_date": node.date("birthDate"),
+                         field=f"{where}.gender")
+    return {"id": rid, "birth_date": date_at(patient, "birthDate", where),
             "sex": gender.lower() if gender else "unknown"}
 
 
@@ -76,37 +82,40 @@ def fhir_observation(resource: dict[str, Any]) -> Observation | None:
     an error, because silently dropping a creatinine could hide a renal-dose alert.
     A comparator ("<", ">") is not kept: the bound is read as the value.
     """
-    node = resource_node(resource, "Observation")
-    found = [(code, system) for system, code, _ in codings(node.obj("code"))
+    check_type(resource, "Observation")
+    where = label(resource)
+    obs = checked(OBSERVATION, resource, where)
+    found = [code for system, code, _ in codings(obs.get("code"))
              if system in (LOINC, None) and code in LOINC_KINDS]
-    if not found or node.string("status") in _WITHDRAWN:
+    if not found or obs.get("status") in _WITHDRAWN:
         return None
-    code = found[0][0]
-    quantity = node.obj("valueQuantity")
+    code = found[0]
+    quantity = obs.get("valueQuantity")
     if quantity is None:
-        if node.has("dataAbsentReason"):
+        if obs.get("dataAbsentReason") is not None:
             return None
         raise InputError(f"LOINC {code} observation has no valueQuantity",
-                         field=node.at("valueQuantity"))
-    value = quantity.number("value")
+                         field=f"{where}.valueQuantity")
+    value = quantity.get("value")
     if value is None:
-        raise InputError("valueQuantity has no value", field=quantity.at("value"))
+        raise InputError("valueQuantity has no value", field=f"{where}.valueQuantity.value")
     unit_key, unit = _unit(quantity)
-    period = node.obj("effectivePeriod")
-    when = (node.date("effectiveDateTime") or node.date("effectiveInstant")
-            or (period.date("start") if period is not None else None) or node.date("issued"))
+    period = obs.get("effectivePeriod")
+    when = (date_at(obs, "effectiveDateTime", where) or date_at(obs, "effectiveInstant", where)
+            or (date_at(period, "start", f"{where}.effectivePeriod") if period else None)
+            or date_at(obs, "issued", where))
     try:
         # model_validate, not __init__: the unit-converting validator returns a copy
         return Observation.model_validate({"kind": LOINC_KINDS[code], "value": value,
                                            "unit": unit, "date": when, "code": code})
     except ValidationError as e:
         msg = str(e.errors(include_url=False)[0]["msg"]).removeprefix("Value error, ")
-        raise InputError(msg, field=quantity.at(unit_key)) from None
+        raise InputError(msg, field=f"{where}.valueQuantity.{unit_key}") from None
 
 
-def _unit(quantity: Node) -> tuple[str, str | None]:
+def _unit(quantity: Element) -> tuple[str, str | None]:
     """(key, unit): `unit` unless only `code` is one we know (UCUM code beats a display)."""
-    unit, code = quantity.string("unit"), quantity.string("code")
+    unit, code = text(quantity.get("unit")), text(quantity.get("code"))
     if unit is not None and (canonical_unit(unit) is not None or code is None
                              or canonical_unit(code) is None):
         return "unit", unit
@@ -119,16 +128,19 @@ def _unit(quantity: Node) -> tuple[str, str | None]:
 def fhir_condition(resource: dict[str, Any]) -> Condition:
     """Condition -> Condition. A refuted or entered-in-error verification becomes the status,
     so nothing downstream mistakes it for an active problem."""
-    node = resource_node(resource, "Condition")
-    concept = node.obj("code")
+    check_type(resource, "Condition")
+    where = label(resource)
+    cond = checked(CONDITION, resource, where)
+    concept = cond.get("code")
     found = codings(concept)
     system, code = (found[0][0], found[0][1]) if found else (None, None)
-    status = status_code(node, "clinicalStatus") or "active"
-    verification = status_code(node, "verificationStatus")
+    status = status_code(cond, "clinicalStatus", where) or "active"
+    verification = status_code(cond, "verificationStatus", where)
     if verification in ("refuted", "entered-in-error"):
         status = verification
-    period = node.obj("onsetPeriod")
-    onset = node.date("onsetDateTime") or (period.date("start") if period is not None else None)
+    period = cond.get("onsetPeriod")
+    onset = date_at(cond, "onsetDateTime", where) or (
+        date_at(period, "start", f"{where}.onsetPeriod") if period else None)
     return Condition(code=code, system=system, text=concept_text(concept), status=status,
                      onset=onset)
 
@@ -140,7 +152,7 @@ def patient_from_fhir(bundle: dict[str, Any], *, source: str | None = None) -> P
     except InputError as e:
         raise e.at(file=source) from None
     except ValidationError as e:
-        raise first_validation_error(e).at(file=source) from None
+        raise validation_error(e).at(file=source) from None
 
 
 def _patient_from_fhir(bundle: object) -> Patient:
@@ -187,21 +199,24 @@ def _entries(bundle: object) -> list[tuple[str | None, dict[str, Any], str]]:
     """(fullUrl, resource, where) of every entry that has a resource."""
     if not isinstance(bundle, dict):
         raise InputError(f"expected a FHIR resource object, got {kind_of(bundle)}")
-    top = Node(bundle, "")
-    rtype = top.string("resourceType")
+    rtype = bundle.get("resourceType")
     if rtype is None:
         raise InputError("not a FHIR resource: no resourceType", field="resourceType")
+    if not isinstance(rtype, str):
+        raise InputError(f"expected a string, got {kind_of(rtype)}", field="resourceType")
     if rtype != "Bundle":
         return [(None, bundle, rtype)]
     out = []
-    for entry in Node(bundle, "Bundle").objs("entry"):
-        res = entry.obj("resource")
+    for i, entry in enumerate(checked(BUNDLE, bundle, "Bundle").get("entry") or ()):
+        res = entry.get("resource")
         if res is None:
             continue
-        res_type = res.string("resourceType")
-        if res_type is None:
-            raise InputError("resource has no resourceType", field=res.at("resourceType"))
-        out.append((entry.string("fullUrl"), res.data, entry.path))
+        if not isinstance(res.get("resourceType"), str):
+            field = f"Bundle.entry[{i}].resource.resourceType"
+            if res.get("resourceType") is None:
+                raise InputError("resource has no resourceType", field=field)
+            raise InputError(f"expected a string, got {kind_of(res['resourceType'])}", field=field)
+        out.append((text(entry.get("fullUrl")), res, f"Bundle.entry[{i}]"))
     return out
 
 

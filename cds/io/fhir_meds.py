@@ -15,19 +15,23 @@ from typing import Any
 from cds.errors import InputError
 from cds.io._fhir import (
     SNOMED,
+    Element,
     as_dict,
+    check_type,
     codings,
     concept_text,
+    date_at,
     duration_days,
     label,
     normalize_reference,
     parse_time_unit,
     quantity_unit,
     reference_name,
-    resource_node,
+    text,
     time_unit,
 )
-from cds.io._shape import Node, guarded
+from cds.io._shape import guarded
+from cds.io.fhir_shapes import CONDITION_CODE, MEDICATION, MEDICATION_USE, RATIO, REQUESTER, checked
 from cds.patient import MedicationOrder, OrderSource
 
 SOURCES: dict[str, OrderSource] = {
@@ -69,30 +73,38 @@ def fhir_medication_order(resource: dict[str, Any], medications: Mapping[str, di
     to a Condition gives that condition's codes. An id-less resource gets `fallback_id` (a
     bundle passes the entry's fullUrl), else a stable hash of its content.
     """
-    node = resource_node(resource, tuple(SOURCES))
-    rtype = node.string("resourceType") or ""
+    rtype = check_type(resource, tuple(SOURCES))
+    where = label(resource)
+    use = checked(MEDICATION_USE, resource, where)
     source = SOURCES[rtype]
-    status = node.string("status") or ("completed" if source == "dispense" else "active")
+    status = use.get("status") or ("completed" if source == "dispense" else "active")
     fields: dict[str, Any] = {
-        "id": node.string("id") or fallback_id or _content_id(rtype, resource),
+        "id": use.get("id") or fallback_id or _content_id(rtype, resource),
         "source": source,
         "status": status,
         "draft": source == "request" and status == "draft",
     }
-    fields.update(_medication(node, medications))
+    fields.update(_medication(use, where, medications))
     others = resources or {}
-    fields.update(_when_and_who(node, source, others))
-    fields["reasons"] = _reasons(node, others)
-    dosage = node.first("dosage" if source == "statement" else "dosageInstruction")
-    if dosage is not None:
-        fields.update(_dosage(dosage))
+    fields.update(_when_and_who(use, where, source, others))
+    fields["reasons"] = _reasons(use, others)
+    key = "dosage" if source == "statement" else "dosageInstruction"
+    dosages = use.get("dosage") if source == "statement" else use.get("dosageInstruction")
+    if dosages:
+        fields.update(_dosage(dosages[0], f"{where}.{key}[0]"))
     if source == "request":
-        fields.update(_dispense_request(node.obj("dispenseRequest")))
+        request = use.get("dispenseRequest")
+        if request:
+            fields.update(_quantity(request.get("quantity")))
+            supply = request.get("expectedSupplyDuration")
+            if supply:
+                fields["supply_days"] = _supply_days(
+                    supply, f"{where}.dispenseRequest.expectedSupplyDuration")
     elif source == "dispense":
-        fields.update(_quantity(node.obj("quantity")))
-        supply = node.obj("daysSupply")
-        if supply is not None:
-            fields["supply_days"] = _supply_days(supply)
+        fields.update(_quantity(use.get("quantity")))
+        supply = use.get("daysSupply")
+        if supply:
+            fields["supply_days"] = _supply_days(supply, f"{where}.daysSupply")
     return MedicationOrder.model_validate(fields)
 
 
@@ -102,56 +114,60 @@ def _content_id(rtype: str, resource: dict[str, Any]) -> str:
     return f"{rtype}-{hashlib.sha256(blob).hexdigest()[:12]}"
 
 
-def _medication(node: Node, medications: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
-    concept = node.obj("medicationCodeableConcept")
+def _medication(use: Element, where: str,
+                medications: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    concept = use.get("medicationCodeableConcept")
     if concept is None:
-        ref = node.obj("medicationReference")
+        ref = use.get("medicationReference")
         if ref is None:
             raise InputError("no medicationCodeableConcept or medicationReference",
-                             field=node.at("medication[x]"))
-        med = _resolve_medication(node, ref, medications)
-        if med is None:
-            display = ref.string("display")
-            if display is None:
+                             field=f"{where}.medication[x]")
+        found = _resolve_medication(use, where, ref, medications)
+        if found is None:
+            display = ref.get("display")
+            if not display:
                 raise InputError("medicationReference is not in the bundle and has no "
-                                 "display", field=ref.at("reference"))
+                                 "display", field=f"{where}.medicationReference.reference")
             return {"text": display}
-        concept = med.obj("code")
+        med, med_where = found
+        concept = med.get("code")
         if concept is None:
-            raise InputError("referenced Medication has no code", field=med.at("code"))
+            raise InputError("referenced Medication has no code", field=f"{med_where}.code")
     codes = [{"system": s, "code": c, "display": d} for s, c, d in codings(concept)]
     return {"codes": codes, "text": concept_text(concept)}
 
 
-def _resolve_medication(node: Node, ref: Node,
-                        medications: Mapping[str, dict[str, Any]]) -> Node | None:
-    target = ref.string("reference")
-    if target is None:
+def _resolve_medication(use: Element, where: str, ref: Element,
+                        medications: Mapping[str, dict[str, Any]]) -> tuple[Element, str] | None:
+    """The referenced Medication (its shape checked) and its path, if it is at hand."""
+    target = ref.get("reference")
+    if not target:
         return None
     target = normalize_reference(target)
     if target.startswith("#"):
-        for i, contained in enumerate(node.objs("contained")):
-            if (contained.string("resourceType") == "Medication"
-                    and contained.string("id") == target[1:]):
-                return Node(contained.data, node.at("contained") + f"[{i}]")
+        for i, contained in enumerate(use.get("contained") or ()):
+            if contained.get("resourceType") == "Medication" and contained.get("id") == target[1:]:
+                at = f"{where}.contained[{i}]"
+                return checked(MEDICATION, contained, at), at
     candidates = [target]
     if "/Medication/" in target:  # absolute URL of a Medication on some server
         candidates.append("Medication/" + target.rsplit("/Medication/", 1)[1])
     for key in candidates:
         med = as_dict(medications.get(key))
         if med is not None:
-            return Node(med, label(med))
+            at = label(med)
+            return checked(MEDICATION, med, at), at
     return None
 
 
-def _reasons(node: Node, resources: Mapping[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def _reasons(use: Element, resources: Mapping[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """reasonCode codings, plus the codes of reasonReference Conditions at hand."""
-    concepts = node.objs("reasonCode")
-    for ref in node.objs("reasonReference"):
-        target = ref.string("reference")
+    concepts = list(use.get("reasonCode") or ())
+    for ref in use.get("reasonReference") or ():
+        target = ref.get("reference")
         found = as_dict(resources.get(normalize_reference(target))) if target else None
         if found is not None and found.get("resourceType") == "Condition":
-            cond = Node(found, label(found)).obj("code")
+            cond = checked(CONDITION_CODE, found, label(found)).get("code")
             if cond is not None:
                 concepts.append(cond)
     out: list[dict[str, Any]] = []
@@ -163,83 +179,85 @@ def _reasons(node: Node, resources: Mapping[str, dict[str, Any]]) -> list[dict[s
     return out
 
 
-def _when_and_who(node: Node, source: OrderSource,
+def _when_and_who(use: Element, where: str, source: OrderSource,
                   requests: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if source == "request":
-        out["authored"] = node.date("authoredOn")
-        out["prescriber"] = reference_name(node.obj("requester"))
+        out["authored"] = date_at(use, "authoredOn", where)
+        out["prescriber"] = reference_name(use.get("requester"))
     elif source == "statement":
-        period = node.obj("effectivePeriod")
-        out["authored"] = (node.date("effectiveDateTime")
-                           or (period.date("start") if period is not None else None)
-                           or node.date("dateAsserted"))
-        out["prescriber"] = reference_name(node.obj("informationSource"))
+        period = use.get("effectivePeriod")
+        out["authored"] = (date_at(use, "effectiveDateTime", where)
+                           or (date_at(period, "start", f"{where}.effectivePeriod")
+                               if period else None)
+                           or date_at(use, "dateAsserted", where))
+        out["prescriber"] = reference_name(use.get("informationSource"))
     else:
-        handed = node.date("whenHandedOver")
-        out["authored"] = handed or node.date("whenPrepared")
+        handed = date_at(use, "whenHandedOver", where)
+        out["authored"] = handed or date_at(use, "whenPrepared", where)
         out["dispensed"] = handed
-        out["prescriber"] = _dispense_prescriber(node, requests)
+        out["prescriber"] = _dispense_prescriber(use, requests)
     return out
 
 
-def _dispense_prescriber(node: Node, requests: Mapping[str, dict[str, Any]]) -> str | None:
+def _dispense_prescriber(use: Element, requests: Mapping[str, dict[str, Any]]) -> str | None:
     """Who prescribed a fill: the requester of the order it fills when that order is at
     hand (what multiple-prescriber rules need), else the dispense performer, else the
     authorizing prescription's own display/reference."""
-    auth = node.first("authorizingPrescription")
+    auths = use.get("authorizingPrescription")
+    auth = auths[0] if auths else None
     if auth is not None:
-        target = auth.string("reference")
+        target = auth.get("reference")
         request = as_dict(requests.get(normalize_reference(target))) if target else None
         if request is not None and request.get("resourceType") == "MedicationRequest":
-            prescriber = reference_name(Node(request, label(request)).obj("requester"))
+            prescriber = reference_name(
+                checked(REQUESTER, request, label(request)).get("requester"))
             if prescriber:
                 return prescriber
-    performer = node.first("performer")
-    who = reference_name(performer.obj("actor")) if performer is not None else None
+    performers = use.get("performer")
+    who = reference_name(performers[0].get("actor")) if performers else None
     return who or reference_name(auth)
 
 
-def _dosage(dosage: Node) -> dict[str, Any]:
+def _dosage(dosage: Element, where: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    dose_and_rate = dosage.first("doseAndRate")
-    if dose_and_rate is not None:
-        out.update(_dose(dose_and_rate))
-    out["route"] = _route(dosage.obj("route"))
-    timing = dosage.obj("timing")
+    doses = dosage.get("doseAndRate")
+    if doses:
+        out.update(_dose(doses[0], f"{where}.doseAndRate[0]"))
+    out["route"] = _route(dosage.get("route"))
+    timing = dosage.get("timing")
     if timing is not None:
-        out["timing"] = _timing(timing)
-    as_needed = dosage.boolean("asNeededBoolean")
-    out["as_needed"] = bool(as_needed) or dosage.obj("asNeededCodeableConcept") is not None
-    ratio = dosage.data.get("maxDosePerPeriod")
+        out["timing"] = _timing(timing, f"{where}.timing")
+    out["as_needed"] = bool(dosage.get("asNeededBoolean")) or \
+        dosage.get("asNeededCodeableConcept") is not None
+    ratio = dosage.get("maxDosePerPeriod")
     if isinstance(ratio, list):  # R5 made it repeating; read the first
-        first = dosage.first("maxDosePerPeriod")
-        out["max_dose_per_period"] = _max_dose(first) if first is not None else None
+        if ratio:
+            out["max_dose_per_period"] = _max_dose(ratio[0], f"{where}.maxDosePerPeriod[0]")
     elif ratio is not None:
-        out["max_dose_per_period"] = _max_dose(dosage.obj("maxDosePerPeriod"))
+        out["max_dose_per_period"] = _max_dose(ratio, f"{where}.maxDosePerPeriod")
     return out
 
 
-def _dose(dose_and_rate: Node) -> dict[str, Any]:
-    quantity = dose_and_rate.obj("doseQuantity")
+def _dose(dose_and_rate: Element, where: str) -> dict[str, Any]:
+    quantity = dose_and_rate.get("doseQuantity")
     if quantity is not None:
-        return {"dose": quantity.number("value", minimum=0),
-                "dose_unit": quantity_unit(quantity)}
-    dose_range = dose_and_rate.obj("doseRange")
+        return {"dose": quantity.get("value"), "dose_unit": quantity_unit(quantity)}
+    dose_range = dose_and_rate.get("doseRange")
     if dose_range is None:
         return {}
-    low, high = dose_range.obj("low"), dose_range.obj("high")
-    dose = low.number("value", minimum=0) if low is not None else None
-    dose_high = high.number("value", minimum=0) if high is not None else None
+    low, high = dose_range.get("low"), dose_range.get("high")
+    dose = low.get("value") if low is not None else None
+    dose_high = high.get("value") if high is not None else None
     if dose is not None and dose_high is not None and dose_high < dose:
         raise InputError(f"range high {dose_high:g} is below low {dose:g}",
-                         field=dose_range.at("high.value"))
+                         field=f"{where}.doseRange.high.value")
     unit = (quantity_unit(low) if low is not None else None) or (
         quantity_unit(high) if high is not None else None)
     return {"dose": dose, "dose_high": dose_high, "dose_unit": unit}
 
 
-def _route(route: Node | None) -> str | None:
+def _route(route: Element | None) -> str | None:
     """Route word: a known SNOMED code wins (unambiguous), then text, then display."""
     if route is None:
         return None
@@ -247,7 +265,7 @@ def _route(route: Node | None) -> str | None:
     for system, code, _ in found:
         if system in (SNOMED, None) and code in SNOMED_ROUTES:
             return SNOMED_ROUTES[code]
-    words = [route.string("text")] + [display for _, _, display in found]
+    words = [route.get("text")] + [display for _, _, display in found]
     for word in words:
         if word:
             return _route_word(word)
@@ -260,68 +278,65 @@ def _route_word(text: str) -> str:
     return _ROUTE_WORDS.get(word, word)
 
 
-def _timing(timing: Node) -> dict[str, Any]:
+def _whole(value: float | None, where: str) -> int | None:
+    if value is None:
+        return None
+    if not value.is_integer():
+        raise InputError(f"expected a whole number, got {value:g}", field=where)
+    return int(value)
+
+
+def _timing(timing: Element, where: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    repeat = timing.obj("repeat")
+    repeat = timing.get("repeat")
     if repeat is not None:
-        out["frequency"] = repeat.integer("frequency")
-        out["frequency_max"] = repeat.integer("frequencyMax")
-        out["period"] = repeat.number("period", positive=True)
-        out["period_max"] = repeat.number("periodMax", positive=True)
-        period_unit = repeat.string("periodUnit")
-        if period_unit is not None:
-            out["period_unit"] = parse_time_unit(period_unit, repeat, "periodUnit")
-        out["time_of_day"] = repeat.strings("timeOfDay")
-        out["when"] = repeat.strings("when")
-        bounds = repeat.obj("boundsPeriod")
+        at = f"{where}.repeat"
+        out["frequency"] = _whole(repeat.get("frequency"), f"{at}.frequency")
+        out["frequency_max"] = _whole(repeat.get("frequencyMax"), f"{at}.frequencyMax")
+        out["period"] = repeat.get("period")
+        out["period_max"] = repeat.get("periodMax")
+        period_unit = repeat.get("periodUnit")
+        if period_unit:
+            out["period_unit"] = parse_time_unit(period_unit, f"{at}.periodUnit")
+        out["time_of_day"] = repeat.get("timeOfDay") or []
+        out["when"] = repeat.get("when") or []
+        bounds = repeat.get("boundsPeriod")
         if bounds is not None:
-            out["bounds_start"] = bounds.date("start")
-            out["bounds_end"] = bounds.date("end")
-        duration = repeat.obj("boundsDuration")
+            out["bounds_start"] = date_at(bounds, "start", f"{at}.boundsPeriod")
+            out["bounds_end"] = date_at(bounds, "end", f"{at}.boundsPeriod")
+        duration = repeat.get("boundsDuration")
         if duration is not None:
-            out["bounds_days"] = duration_days(duration)
-    code = timing.obj("code")
+            out["bounds_days"] = duration_days(duration, f"{at}.boundsDuration")
+    code = timing.get("code")
     if code is not None:
         found = codings(code)
-        out["code"] = found[0][1].upper() if found else code.string("text")
+        out["code"] = found[0][1].upper() if found else text(code.get("text"))
     return out
 
 
-def _max_dose(ratio: Node | None) -> dict[str, Any] | None:
-    if ratio is None:
-        return None
-    numerator = ratio.obj("numerator")
-    denominator = ratio.obj("denominator")
+def _max_dose(raw: object, where: str) -> dict[str, Any]:
+    ratio = checked(RATIO, raw, where)
+    numerator = ratio.get("numerator")
+    denominator = ratio.get("denominator")
     if numerator is None or denominator is None:
-        raise InputError("needs a numerator and a denominator", field=ratio.path)
-    value = numerator.number("value", positive=True)
+        raise InputError("needs a numerator and a denominator", field=where)
+    value = numerator.get("value")
     unit = quantity_unit(numerator)
     if value is None or unit is None:
-        raise InputError("numerator needs a value and a unit", field=numerator.path)
-    period = denominator.number("value", positive=True)
+        raise InputError("numerator needs a value and a unit", field=f"{where}.numerator")
+    period = denominator.get("value")
     return {"value": value, "unit": unit, "period": 1.0 if period is None else period,
-            "period_unit": time_unit(denominator)}
+            "period_unit": time_unit(denominator, f"{where}.denominator")}
 
 
-def _dispense_request(request: Node | None) -> dict[str, Any]:
-    if request is None:
-        return {}
-    out = _quantity(request.obj("quantity"))
-    supply = request.obj("expectedSupplyDuration")
-    if supply is not None:
-        out["supply_days"] = _supply_days(supply)
-    return out
-
-
-def _supply_days(supply: Node) -> float | None:
+def _supply_days(supply: Element, where: str) -> float | None:
     """A supply duration in days; a bare number (no unit) is days, as in daysSupply."""
-    if supply.has("value") and not (supply.has("unit") or supply.has("code")):
-        return supply.number("value", positive=True)
-    return duration_days(supply)
+    if supply.get("value") is not None and not (supply.get("unit") or supply.get("code")):
+        return supply.get("value")
+    return duration_days(supply, where)
 
 
-def _quantity(quantity: Node | None) -> dict[str, Any]:
+def _quantity(quantity: Element | None) -> dict[str, Any]:
     if quantity is None:
         return {}
-    return {"quantity": quantity.number("value", minimum=0),
-            "quantity_unit": quantity_unit(quantity)}
+    return {"quantity": quantity.get("value"), "quantity_unit": quantity_unit(quantity)}

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from cds.errors import InputError
-from cds.io._shape import first_validation_error, kind_of
+from cds.io._shape import kind_of, validation_error
 from cds.patient import Patient
 
 FORMAT = "cds-native/1"
@@ -32,4 +32,4 @@ def patient_from_native(data: dict[str, Any], *, source: str | None = None) -> P
     try:
         return Patient.model_validate(data)
     except ValidationError as e:
-        raise first_validation_error(e).at(file=source) from None
+        raise validation_error(e).at(file=source) from None
