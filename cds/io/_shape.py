@@ -21,7 +21,7 @@ from cds.errors import InputError
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?(?:T.*)?$")
+_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?(?:T.*)?$", re.ASCII)
 
 
 def kind_of(value: object) -> str:
@@ -49,6 +49,12 @@ def parse_date(value: object, path: str) -> date:
     """
     if not isinstance(value, str):
         raise InputError(f"expected a date string, got {kind_of(value)}", field=path)
+    if len(value) == 10 and value[4] == "-" and value[7] == "-" and value.isascii() \
+            and value[:4].isdigit() and value[5:7].isdigit() and value[8:].isdigit():
+        try:  # the common YYYY-MM-DD, read in C; an impossible day falls through to the message
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
     m = _DATE.match(value.strip())
     if m is None:
         raise InputError(f"not a FHIR date: {value!r}", field=path)

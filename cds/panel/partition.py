@@ -163,9 +163,13 @@ def patient_ref(resource: dict[str, Any]) -> str | None:
     return None
 
 
+_HISTORY = re.compile(r"/_history/[^/]*$")
+
+
 def _patient_id(reference: str) -> str | None:
     ref = reference.strip()
-    ref = re.sub(r"/_history/[^/]*$", "", ref)
+    if "/_history/" in ref:
+        ref = _HISTORY.sub("", ref)
     if "Patient/" not in ref:
         return None
     pid = ref.rsplit("Patient/", 1)[1]
@@ -204,7 +208,16 @@ def partition_unit(unit: Unit, folder: str, shards: int) -> UnitResult:
     quarantine: list[bytes] = []
     meds: list[bytes] = []
     name = unit.file.name
-    u = str(unit.index).encode()
+    u = b"\t%d\t" % unit.index
+    shard_cache: dict[str, tuple[int, bytes]] = {}  # a patient's records often come together
+
+    def route(pid: str) -> tuple[int, bytes]:
+        hit = shard_cache.get(pid)
+        if hit is None:
+            if len(shard_cache) > 100_000:
+                shard_cache.clear()
+            hit = shard_cache[pid] = (shard_of(pid, shards), pid.encode())
+        return hit
 
     def bad(line_no: int, reason: str, record: Any) -> None:
         res.quarantined += 1
@@ -232,8 +245,8 @@ def partition_unit(unit: Unit, folder: str, shards: int) -> UnitResult:
                 if pid is None or "\t" in pid:
                     bad(line_no, f"not valid JSON ({e})", raw.decode("utf-8", "replace")[:2000])
                     continue
-                files.add(shard_of(pid, shards),
-                          b"%s\t%s\t%d\t%s\n" % (pid.encode(), u, line_no, raw))
+                k, pid_b = route(pid)
+                files.add(k, b"%s%s%d\t%s\n" % (pid_b, u, line_no, raw))
                 continue
         if isinstance(parsed, str):  # a CSV row that could not be converted
             bad(line_no, parsed, raw.decode("utf-8", "replace"))
@@ -257,7 +270,8 @@ def partition_unit(unit: Unit, folder: str, shards: int) -> UnitResult:
             res.patients += 1
         if unit.file.kind.startswith("csv:"):
             raw = orjson.dumps(parsed)
-        files.add(shard_of(pid, shards), b"%s\t%s\t%d\t%s\n" % (pid.encode(), u, line_no, raw))
+        k, pid_b = route(pid)
+        files.add(k, b"%s%s%d\t%s\n" % (pid_b, u, line_no, raw))
     files.flush()
     if quarantine:
         (out / f"quarantine.u{unit.index:05d}").write_bytes(b"".join(quarantine))

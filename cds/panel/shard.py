@@ -158,15 +158,19 @@ def review_shard(job: ShardJob, engine: Engine | None = None,
     t0 = time.process_time()
     parts = work / "parts"
     meds = _medications(parts)
-    groups: dict[str, list[tuple[int, int, bytes]]] = {}
+    groups: dict[bytes, list[bytes]] = {}  # patient id -> "unit TAB line TAB record"s
     for f in sorted(parts.glob(f"s{job.shard:05d}.u*")):
         for line in f.read_bytes().splitlines():
-            pid_b, unit_b, line_b, raw = line.split(b"\t", 3)
-            groups.setdefault(pid_b.decode(), []).append((int(unit_b), int(line_b), raw))
+            pid_b, rest = line.split(b"\t", 1)
+            group = groups.get(pid_b)
+            if group is None:
+                groups[pid_b] = [rest]
+            else:
+                group.append(rest)
     out = _Out(job)
     out.stats["seconds"]["read"] = time.process_time() - t0
-    for pid in sorted(groups):
-        _review_patient(eng, pid, groups[pid], meds, out)
+    for pid_b in sorted(groups):  # UTF-8 byte order is code point order: as sorted(str)
+        _review_patient(eng, pid_b.decode(), groups[pid_b], meds, out)
     del groups
     t1 = time.process_time()
     _write(final, out)
@@ -177,14 +181,16 @@ def review_shard(job: ShardJob, engine: Engine | None = None,
     return out.stats
 
 
-def _review_patient(eng: Engine, pid: str, records: list[tuple[int, int, bytes]],
+def _review_patient(eng: Engine, pid: str, records: list[bytes],
                     meds: dict[str, dict[str, Any]], out: _Out) -> None:
     st = out.stats
     t0 = time.process_time()
     parsed: list[tuple[int, int, dict[str, Any]]] = []
     not_assessed: list[tuple[str, str]] = []  # (what, why)
-    for unit, line, raw in records:
-        st["records"] += 1
+    st["records"] += len(records)
+    for record in records:
+        unit_b, line_b, raw = record.split(b"\t", 2)
+        unit, line = int(unit_b), int(line_b)
         try:
             res = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
@@ -223,9 +229,11 @@ def _review_patient(eng: Engine, pid: str, records: list[tuple[int, int, bytes]]
                 if res.get("doNotPerform") is True or res.get("status") == "entered-in-error":
                     st["skipped"] += 1
                     continue
+                rid = res.get("id")
                 orders.append(fhir_medication_order(
                     res, meds, resources=resources,
-                    fallback_id=f"{out.job.unit_files.get(unit)}:{line}"))
+                    fallback_id=None if isinstance(rid, str) and rid.strip()
+                    else f"{out.job.unit_files.get(unit)}:{line}"))
             elif rtype == "Observation":
                 obs = fhir_observation(res)
                 if obs is None:
