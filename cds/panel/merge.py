@@ -56,8 +56,8 @@ def merge_worklist(dirs: list[Path], out: Path, top_n: int) -> tuple[int, list[d
     top: list[dict[str, Any]] = []
     n = 0
     with ExitStack() as stack, open(_tmp(path), "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, WORKLIST_COLUMNS, extrasaction="ignore")
-        w.writeheader()
+        w = csv.writer(fh)
+        w.writerow(WORKLIST_COLUMNS)
         streams = [_rows(d / "worklist.ndjson") for d in dirs]
         for s in streams:
             stack.callback(s.close)
@@ -66,7 +66,7 @@ def merge_worklist(dirs: list[Path], out: Path, top_n: int) -> tuple[int, list[d
             row["rank"] = n
             if row["age"] is None:
                 row["age"] = ""
-            w.writerow(row)
+            w.writerow([row[c] for c in WORKLIST_COLUMNS])
             if n <= top_n:
                 top.append(row)
     os.replace(_tmp(path), path)
@@ -107,12 +107,13 @@ def _kind(reasons: dict[str, int], rec: dict[str, Any]) -> None:
 
 
 def merge_details(dirs: list[Path], ids: set[str]) -> dict[str, dict[str, Any]]:
+    wanted = {i.encode() for i in ids}
     found: dict[str, dict[str, Any]] = {}
     for d in dirs:
-        for row in _rows(d / "detail.ndjson"):
-            pid = row["worklist"]["patient_id"]
-            if pid in ids:
-                found[pid] = row
+        for line in (d / "details.tsv").read_bytes().splitlines():
+            pid, detail = line.split(b"\t", 1)
+            if pid in wanted:
+                found[pid.decode()] = orjson.loads(detail)
     return found
 
 

@@ -16,7 +16,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -289,10 +289,14 @@ def _merge(work: Path, out: Path, manifest: dict[str, Any], eng: Engine, params:
     stats = merging.sum_stats([orjson.loads((d / "stats.json").read_bytes()) for d in dirs])
     unit_files = {int(k): v for k, v in manifest["unit_files"].items()}
     offsets = {int(k): v for k, v in manifest["unit_offsets"].items()}
-    n_alerts = merging.merge_alerts(dirs, out)
-    n_patients, top = merging.merge_worklist(dirs, out, params["top_n"])
-    n_quarantined, reasons = merging.merge_quarantine(work / "parts", dirs, out, unit_files, offsets)
-    details = merging.merge_details(dirs, {r["patient_id"] for r in top})
+    # alerts: pyarrow, which lets go of the GIL, beside the Python merges of the rest
+    with ThreadPoolExecutor(1) as pool:
+        alerts_done = pool.submit(merging.merge_alerts, dirs, out)
+        n_patients, top = merging.merge_worklist(dirs, out, params["top_n"])
+        n_quarantined, reasons = merging.merge_quarantine(work / "parts", dirs, out, unit_files,
+                                                          offsets)
+        details = merging.merge_details(dirs, {r["patient_id"] for r in top})
+        n_alerts = alerts_done.result()
     secs = stats["seconds"]
     worker_time = sum(secs.values()) or 1.0
     info: dict[str, Any] = {

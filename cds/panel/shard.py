@@ -101,6 +101,7 @@ class _Out:
     def __init__(self, job: ShardJob) -> None:
         self.job = job
         self.alerts: dict[str, list[Any]] = {c: [] for c in ALERT_COLUMNS}
+        self.columns = tuple(self.alerts.values())  # in ALERT_COLUMNS order
         self.worklist: list[dict[str, Any]] = []
         self.quarantine: list[bytes] = []
         self.top: list[tuple[Any, ...]] = []  # heap of (inverted key, n, detail)
@@ -280,32 +281,30 @@ def _collect(pid: str, patient: Patient, facts: Any, alerts: list[Any],
     st = out.stats
     for m in facts.unrecognized:
         not_assessed.append((m.label, m.reason or "not recognized"))
-    rows: list[dict[str, Any]] = [
-        {"patient_id": pid, "rule": a.rule, "pack": a.pack, "family": a.family,
-         "severity": a.severity, "priority": a.priority, "summary": a.summary,
-         "rationale": a.rationale, "medications": "; ".join(a.medications),
-         "actions": list(a.actions), "sources": list(a.sources), "role": a.role}
-        for a in alerts]
+    rows: list[tuple[Any, ...]] = [  # ALERT_COLUMNS, then actions, sources, role
+        (pid, a.rule, a.pack, a.family, a.severity, a.priority, a.summary, a.rationale,
+         "; ".join(a.medications), a.actions, a.sources, a.role) for a in alerts]
     if not_assessed:
         st["not_assessed_patients"] += 1
         what = "; ".join(f"{w} ({why})" for w, why in not_assessed)
         n = len(not_assessed)
-        rows.append({
-            "patient_id": pid, "rule": NOT_ASSESSED_RULE, "pack": "panel", "family": "data-quality",
-            "severity": "low", "priority": 100,
-            "summary": f"{n} item{'s' if n > 1 else ''} of the record could not be assessed",
-            "rationale": f"Not assessed: {what}. The other alerts for this patient leave these "
-                         "out: the MME total, interactions and dose checks may be incomplete. "
-                         "Check them by hand.",
-            "medications": "; ".join(w for w, _ in not_assessed),
-            "actions": ["Correct the source record or check these items by hand"],
-            "sources": [], "role": "pharmacist"})
+        rows.append((
+            pid, NOT_ASSESSED_RULE, "panel", "data-quality", "low", 100,
+            f"{n} item{'s' if n > 1 else ''} of the record could not be assessed",
+            f"Not assessed: {what}. The other alerts for this patient leave these out: the "
+            "MME total, interactions and dose checks may be incomplete. Check them by hand.",
+            "; ".join(w for w, _ in not_assessed),
+            ("Correct the source record or check these items by hand",), (), "pharmacist"))
+    columns = out.columns
+    fam = dict.fromkeys(FAMILIES, 0)
+    rules, severities, families = st["rules"], st["severities"], st["families"]
     for r in rows:
-        for c in ALERT_COLUMNS:
-            out.alerts[c].append(r[c])
-        _bump(st["rules"], r["rule"])
-        _bump(st["severities"], r["severity"])
-        _bump(st["families"], r["family"])
+        for column, value in zip(columns, r, strict=False):
+            column.append(value)
+        rules[r[1]] = rules.get(r[1], 0) + 1
+        severities[r[4]] = severities.get(r[4], 0) + 1
+        families[r[3]] = families.get(r[3], 0) + 1
+        fam[r[3]] = fam.get(r[3], 0) + 1
     st["alerts"] += len(rows)
     st["patients"] += 1
     mme = round(float(facts.mme.total), 1)
@@ -318,17 +317,12 @@ def _collect(pid: str, patient: Patient, facts: Any, alerts: list[Any],
     _bump(st["burden_hist"], str(min(len(rows), 10)))
     acb = int(getattr(facts, "acb_total", 0) or 0)
     _bump(st["acb_hist"], str(min(acb, 10)))
-    fam = dict.fromkeys(FAMILIES, 0)
-    for r in rows:
-        fam[r["family"]] = fam.get(r["family"], 0) + 1
-    top = min(rows, key=lambda r: (-r["priority"], r["rule"])) if rows else None
-    age = patient.age_on(out.job.as_of)
-    w = {"patient_id": pid, "age": age, "sex": patient.sex,
-         "priority": top["priority"] if top else 0,
-         "top_severity": top["severity"] if top else "",
+    top = min(rows, key=lambda r: (-r[5], r[1])) if rows else None
+    w = {"patient_id": pid, "age": patient.age_on(out.job.as_of), "sex": patient.sex,
+         "priority": top[5] if top else 0, "top_severity": top[4] if top else "",
          "alerts": len(rows), **{f"n_{f.replace('-', '_')}": fam[f] for f in FAMILIES},
          "mme_total": mme, "acb_total": acb, "not_assessed": len(not_assessed),
-         "top_alert": top["summary"] if top else ""}
+         "top_alert": top[6] if top else ""}
     out.worklist.append(w)
     if out.job.top_n <= 0 or not rows:
         return
@@ -338,7 +332,9 @@ def _collect(pid: str, patient: Patient, facts: Any, alerts: list[Any],
         return
     detail = {
         "worklist": w, "birth_date": patient.birth_date.isoformat() if patient.birth_date else None,
-        "alerts": sorted(rows, key=lambda r: (-r["priority"], r["rule"])),
+        "alerts": [{**dict(zip(ALERT_COLUMNS, r, strict=False)), "actions": list(r[9]),
+                    "sources": list(r[10]), "role": r[11]}
+                   for r in sorted(rows, key=lambda r: (-r[5], r[1]))],
         "mme": {"total": mme, "items": [
             {"medication": i.medication, "ingredient": i.ingredient,
              "daily_dose": round(i.daily_dose, 2), "unit": i.unit, "factor": i.factor,
@@ -404,7 +400,9 @@ def _write(final: Path, out: _Out) -> None:
         (tmp / "worklist.ndjson").write_bytes(b"".join(orjson.dumps(w) + b"\n" for w in out.worklist))
         (tmp / "quarantine.ndjson").write_bytes(b"".join(out.quarantine))
         top = sorted(out.top, reverse=True)
-        (tmp / "detail.ndjson").write_bytes(b"".join(orjson.dumps(d) + b"\n" for *_, d in top))
+        # "patient id TAB detail": the merge parses only the details of the run's top N
+        (tmp / "details.tsv").write_bytes(b"".join(
+            d["worklist"]["patient_id"].encode() + b"\t" + orjson.dumps(d) + b"\n" for *_, d in top))
         (tmp / "stats.json").write_bytes(orjson.dumps(out.stats))
         for f in tmp.iterdir():  # durable before the rename makes the shard count as done
             fd = os.open(f, os.O_RDONLY)
