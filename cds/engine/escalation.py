@@ -15,7 +15,7 @@ from typing import Any
 
 from cds.engine.alerts import CompiledRule, Finding
 from cds.knowledge.facts import Facts
-from cds.knowledge.mme import assess, is_opioid
+from cds.knowledge.mme import assess
 from cds.knowledge.normalize import NormalizedMed
 from cds.knowledge.store import Knowledge
 from cds.rules.models import EscalationRule
@@ -46,20 +46,24 @@ class History:
         self.as_of = facts.as_of
         self._steps: tuple[list[date], list[float]] | None = None
         self.episodes: list[tuple[date, date, NormalizedMed, float]] = []
+        #: per episode: (ingredients as a sorted tuple, is a dispense), for active_on
+        self._kinds: list[tuple[tuple[str, ...], bool]] = []
         opioids = [facts.meds[i] for i in facts.opioids]
-        opioids += [m for m in facts.history if any(is_opioid(kb, i) for i in m.ingredients)]
+        opioids += [m for m in facts.history if not kb.opioids.isdisjoint(m.ingredients)]
         for med in opioids:
             w = _window(med, facts.as_of)
             if w is None or w[0] > facts.as_of:
                 continue
             items, _ = assess(kb, med)
             self.episodes.append((w[0], w[1], med, sum(i.mme for i in items)))
+            self._kinds.append((tuple(sorted(med.ingredients)), med.source == "dispense"))
 
     def active_on(self, day: date) -> list[tuple[NormalizedMed, float]]:
-        active = [(m, mme) for s, e, m, mme in self.episodes if s <= day < e]
-        ordered = {tuple(sorted(m.ingredients)) for m, _ in active if m.source != "dispense"}
-        return [(m, mme) for m, mme in active
-                if m.source != "dispense" or tuple(sorted(m.ingredients)) not in ordered]
+        active = [(ep, kind) for ep, kind in zip(self.episodes, self._kinds, strict=True)
+                  if ep[0] <= day < ep[1]]
+        ordered = {key for _, (key, dispense) in active if not dispense}
+        return [(ep[2], ep[3]) for ep, (key, dispense) in active
+                if not dispense or key not in ordered]
 
     def mme_on(self, day: date) -> float:
         """Total MME on a day: a look-up in the step function built once per patient."""

@@ -45,8 +45,8 @@ def label(resource: object) -> str:
     return f"{rtype}/{rid}" if isinstance(rid, str) and rid else rtype
 
 
-def check_type(resource: object, expected: str | tuple[str, ...]) -> str:
-    """The resource's type, after checking it is an object of an expected resourceType."""
+def check_type(resource: object, expected: str | tuple[str, ...]) -> tuple[str, str]:
+    """(resourceType, label) of a resource, after checking it is an object of an expected type."""
     where = label(resource)
     if not isinstance(resource, dict):
         raise InputError(f"expected an object, got {kind_of(resource)}", field=where)
@@ -56,7 +56,7 @@ def check_type(resource: object, expected: str | tuple[str, ...]) -> str:
         got = rtype if isinstance(rtype, str) or rtype is None else kind_of(rtype)
         raise InputError(f"expected resourceType {' or '.join(allowed)}, got {got!r}",
                          field=f"{where}.resourceType")
-    return str(rtype)
+    return str(rtype), where
 
 
 def text(value: str | None) -> str | None:

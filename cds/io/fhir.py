@@ -59,8 +59,7 @@ _SEXES = frozenset({"female", "male", "other", "unknown"})
 @guarded(lambda resource: label(resource))
 def fhir_patient_demographics(resource: dict[str, Any]) -> dict[str, Any]:
     """Patient resource -> {"id", "birth_date", "sex"} (the Patient model's field names)."""
-    check_type(resource, "Patient")
-    where = label(resource)
+    _, where = check_type(resource, "Patient")
     patient = checked(PATIENT, resource, where)
     rid = text(patient.get("id"))
     if rid is None:
@@ -82,8 +81,7 @@ def fhir_observation(resource: dict[str, Any]) -> Observation | None:
     an error, because silently dropping a creatinine could hide a renal-dose alert.
     A comparator ("<", ">") is not kept: the bound is read as the value.
     """
-    check_type(resource, "Observation")
-    where = label(resource)
+    _, where = check_type(resource, "Observation")
     obs = checked(OBSERVATION, resource, where)
     found = [code for system, code, _ in codings(obs.get("code"))
              if system in (LOINC, None) and code in LOINC_KINDS]
@@ -128,8 +126,7 @@ def _unit(quantity: Element) -> tuple[str, str | None]:
 def fhir_condition(resource: dict[str, Any]) -> Condition:
     """Condition -> Condition. A refuted or entered-in-error verification becomes the status,
     so nothing downstream mistakes it for an active problem."""
-    check_type(resource, "Condition")
-    where = label(resource)
+    _, where = check_type(resource, "Condition")
     cond = checked(CONDITION, resource, where)
     concept = cond.get("code")
     found = codings(concept)

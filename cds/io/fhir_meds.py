@@ -40,6 +40,8 @@ SOURCES: dict[str, OrderSource] = {
     "MedicationDispense": "dispense",
 }
 
+_SOURCE_TYPES = tuple(SOURCES)
+
 #: SNOMED CT route-of-administration codes -> the route words the rules use.
 SNOMED_ROUTES = {
     "26643006": "oral",
@@ -73,8 +75,7 @@ def fhir_medication_order(resource: dict[str, Any], medications: Mapping[str, di
     to a Condition gives that condition's codes. An id-less resource gets `fallback_id` (a
     bundle passes the entry's fullUrl), else a stable hash of its content.
     """
-    rtype = check_type(resource, tuple(SOURCES))
-    where = label(resource)
+    rtype, where = check_type(resource, _SOURCE_TYPES)
     use = checked(MEDICATION_USE, resource, where)
     source = SOURCES[rtype]
     status = use.get("status") or ("completed" if source == "dispense" else "active")

@@ -319,7 +319,7 @@ def _merge(work: Path, out: Path, manifest: dict[str, Any], eng: Engine, params:
         "alerts_by_rule": dict(sorted(stats["rules"].items(), key=lambda kv: -kv[1])),
         "alerts_by_severity": stats["severities"], "alerts_by_family": stats["families"],
         "quarantine_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
-        "worker_cpu_seconds": {k: round(v, 3) for k, v in secs.items()},
+        "worker_seconds": {k: round(v, 3) for k, v in secs.items()},
         "engine_share": round(secs.get("engine", 0.0) / worker_time, 3),
         "outputs": ["alerts.parquet", "alerts.csv", "worklist.csv", "quarantine.ndjson",
                     "run.json", "report.html"],
