@@ -160,6 +160,23 @@ def test_outputs_and_exact_columns(reviewed: tuple[Path, dict]) -> None:
     assert 'id="worklist"' in html and "<svg" in html and "90 MME" in html
 
 
+def test_report_pages_cover_the_top_n_when_shards_skip_details(
+        panel: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shards reviewed after others skip the details of patients ranked below the best N so
+    far; the report must still have a page for every patient of the final top N."""
+    seen: dict = {}
+
+    def capture(path: Path, info: dict, stats: dict, top: list, details: dict, top_n: int) -> None:
+        seen.update(top=top, details=details)
+
+    monkeypatch.setattr("cds.panel.run.write_report", capture)
+    _review(panel, tmp_path / "out", workers=1, shards=12, top_n=15)
+    assert len(seen["top"]) == 15
+    assert all(r["patient_id"] in seen["details"] for r in seen["top"] if r["alerts"])
+    ranked = [r["patient_id"] for r in _csv(tmp_path / "out" / "worklist.csv")][:15]
+    assert [r["patient_id"] for r in seen["top"]] == ranked
+
+
 def test_quarantine_has_file_line_and_reason(reviewed: tuple[Path, dict], panel: Path) -> None:
     out, _ = reviewed
     records = [orjson.loads(x) for x in (out / "quarantine.ndjson").read_bytes().splitlines()]

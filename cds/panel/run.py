@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -269,9 +270,18 @@ def _review(ex: _LocalExecutor | _DaskExecutor, work: Path, manifest: dict[str, 
     total = max(manifest["patient_resources"], done) or None
     now = 0
     t0 = time.perf_counter()
+    best: list[tuple[Any, ...]] = []  # the best top_n worklist keys of the shards done so far
+
+    def bounded() -> Iterator[ShardJob]:
+        """Jobs made as they are submitted, with the bound known by then (docs/panel.md)."""
+        for job in todo:
+            yield replace(job, detail_bound=best[-1] if 0 < top_n <= len(best) else None)
+
     with _progress(console) as bar:
         task = bar.add_task("reviewing", total=total, completed=done, unit="patients", rate="")
-        for stats in ex.run(review_shard, todo):
+        for stats in ex.run(review_shard, bounded()):
+            if top_n > 0 and stats.get("top_keys"):
+                best[:] = sorted([*best, *map(tuple, stats["top_keys"])])[:top_n]
             now += stats["patients"]
             done += stats["patients"]
             rate = now / max(1e-9, time.perf_counter() - t0)

@@ -74,6 +74,9 @@ class ShardJob:
     unit_files: dict[int, str]  # unit -> input file name
     unit_offsets: dict[int, int]  # unit -> lines of its file before the unit
     top_n: int
+    #: The run's N-th best worklist key among the shards done so far: a patient ranked after
+    #: it can never reach the report's top N, so its detail page is not built.
+    detail_bound: tuple[Any, ...] | None = None
 
 
 def sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -179,7 +182,7 @@ def review_shard(job: ShardJob, engine: Engine | None = None,
     # the stats are rewritten with the write time: the folder was renamed with a first copy
     (final / "stats.json.tmp").write_bytes(orjson.dumps(out.stats))
     os.replace(final / "stats.json.tmp", final / "stats.json")
-    return out.stats
+    return {**out.stats, "top_keys": [sort_key(d["worklist"]) for *_, d in out.top]}
 
 
 def _review_patient(eng: Engine, pid: str, records: list[bytes],
@@ -327,6 +330,8 @@ def _collect(pid: str, patient: Patient, facts: Any, alerts: list[Any],
     if out.job.top_n <= 0 or not rows:
         return
     key = sort_key(w)
+    if out.job.detail_bound is not None and key > out.job.detail_bound:
+        return
     inv = (-key[0], -key[1], _Inv(key[2]))
     if len(out.top) >= out.job.top_n and inv <= out.top[0][0]:
         return
