@@ -298,3 +298,22 @@ def test_dispense_covering_today_is_a_current_medication() -> None:
     assert e.evaluate(refills, as_of=AS_OF).mme.total == 60
     with_order = patient([med("o", OXY), dispense("d1", OXY, "2026-11-10", 30)])
     assert e.evaluate(with_order, as_of=AS_OF).mme.total == 60  # the fill is not a second drug
+
+
+def test_methadone_for_oud_is_no_taper_and_no_rise(tmp_path: Path) -> None:
+    """A medication given for opioid use disorder counts in neither today's MME nor its
+    history: comparing an MME that leaves it out with a baseline that counts it would read
+    steady OUD treatment as an abrupt taper."""
+    folder = make_pack(tmp_path, "t", [
+        rule("up", "escalation", kind="mme-increase", percent=50, days=30),
+        rule("taper", "escalation", kind="rapid-taper", percent=25, days=7),
+        rule("cross", "escalation", kind="mme-crossing", threshold=50, days=90)])
+    e = engine(folder)
+    oud = [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "F11.20"}]
+    methadone = med("m", "methadone hydrochloride 10 MG Oral Tablet", per_day=8,
+                    authored="2026-03-01", reasons=oud)
+    assert fired(e, patient([methadone])) == []
+    # a rise of the pain opioid beside it is judged on the pain opioid alone
+    rising = patient([methadone, hist("h1", OXY, "2026-07-01", 140, per_day=2),
+                      med("now", OXY, per_day=4, authored="2026-11-20")])
+    assert set(fired(e, rising)) == {"t/up", "t/cross"}

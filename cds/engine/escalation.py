@@ -54,7 +54,9 @@ class History:
             w = _window(med, facts.as_of)
             if w is None or w[0] > facts.as_of:
                 continue
-            items, _ = assess(kb, med)
+            # assessed as facts.mme assesses today's list, indications included: OUD
+            # treatment counts neither now nor then (else steady methadone reads as a taper)
+            items, _ = assess(kb, med, facts.indications.get(med.order_id, ()))
             self.episodes.append((w[0], w[1], med, sum(i.mme for i in items)))
             self._kinds.append((tuple(sorted(med.ingredients)), med.source == "dispense"))
 

@@ -40,6 +40,7 @@ class ClassGraph:
         self._ingredient_classes: dict[str, frozenset[str]] = {
             n: frozenset(nx.descendants(self.graph, n))
             for n, d in self.graph.nodes(data=True) if d["kind"] == "ingredient"}
+        self._closures: dict[tuple[str, ...], frozenset[str]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {"graph": self.graph}
@@ -70,6 +71,17 @@ class ClassGraph:
         if node not in self.graph:
             return frozenset()
         return frozenset(nx.descendants(self.graph, node))
+
+    def closure(self, ingredients: tuple[str, ...]) -> frozenset[str]:
+        """A medication's ingredients and every class they belong to (memoized per product:
+        a panel asks it of the same few hundred ingredient sets over and over)."""
+        found = self._closures.get(ingredients)
+        if found is None:
+            found = frozenset(ingredients).union(*(self.ancestors(i) for i in ingredients))
+            if len(self._closures) >= 65536:
+                self._closures.clear()
+            self._closures[ingredients] = found
+        return found
 
     def is_a(self, ingredient: str, cls: str) -> bool:
         return ingredient == cls or cls in self.ancestors(ingredient)

@@ -58,6 +58,9 @@ class Facts:
     med_classes: tuple[frozenset[str], ...]  # per current med: ingredients and their classes
     present: frozenset[str] = field(default=frozenset())  # union of med_classes
     opioids: tuple[int, ...] = ()  # indexes into meds of current opioids
+    #: order id -> (code, text) of why it was ordered (OUD treatment counts in no MME)
+    indications: dict[str, tuple[tuple[str | None, str | None], ...]] = field(
+        default_factory=dict, compare=False, repr=False)
     #: Per-patient scratch for derived values several rules share (e.g. the opioid history).
     memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -128,11 +131,8 @@ def build_facts(kb: Knowledge, patient: Patient, as_of: date | None = None,
     # A canonical order: the same list in another order gives the same alerts, word for word.
     for meds in (current, history, unrecognized):
         meds.sort(key=_med_order)
-    graph = kb.classes
-    med_classes = tuple(
-        frozenset(m.ingredients).union(*(graph.ancestors(i) for i in m.ingredients))
-        for m in current
-    )
+    closure = kb.classes.closure
+    med_classes = tuple(closure(m.ingredients) for m in current)
     # Each ingredient scores once (IR + ER of one drug are one drug), whatever the list order.
     scores = kb.anticholinergic.scores
     by_ing: dict[str, list[str]] = {}
@@ -156,6 +156,7 @@ def build_facts(kb: Knowledge, patient: Patient, as_of: date | None = None,
         conditions=tuple((c.code, c.text) for c in patient.conditions if c.status == "active"),
         med_classes=med_classes, present=frozenset().union(*med_classes),
         opioids=tuple(i for i, m in enumerate(current) if _is_opioid_med(kb, m, med_classes[i])),
+        indications=reasons,
     )
 
 
