@@ -555,3 +555,43 @@ def test_mutated_resources_give_result_or_input_error(res: Any) -> None:
             read(res)
     with contextlib.suppress(InputError):
         fhir_medication_order(res, {"Medication/med1": MEDICATION})
+
+
+def _steps(path: str) -> list[str | int]:
+    """`a.b[0].c` -> ["a", "b", 0, "c"]."""
+    out: list[str | int] = []
+    for part in path.split("."):
+        name, *indexes = part.split("[")
+        if name:
+            out.append(name)
+        out += [int(i.rstrip("]")) for i in indexes]
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([e["resource"] for e in RICH["entry"] if e["resource"]["resourceType"]
+                        in ("MedicationRequest", "Observation", "Condition")])
+       .flatmap(lambda r: mutated(r, JSON)))
+def test_errors_name_a_place_in_the_resource(res: Any) -> None:
+    """The field of an error is the resource's label, then a path that exists in it, up to
+    at most its last step (a required element that is missing)."""
+    from cds.io._fhir import label
+
+    rtype = res.get("resourceType") if isinstance(res, dict) else None
+    read = {"Observation": fhir_observation, "Condition": fhir_condition}.get(
+        rtype if isinstance(rtype, str) else "",
+        lambda r: fhir_medication_order(r, {"Medication/med1": MEDICATION}))
+    try:
+        read(res)
+    except InputError as e:
+        where = label(res)
+        assert e.field is not None and e.field.startswith(where), (e.field, where)
+        rest = e.field[len(where):].lstrip(".")
+        if not rest or rest == "medication[x]":
+            return
+        node: Any = res
+        steps = _steps(rest)
+        for step in steps[:-1]:
+            assert isinstance(node, dict | list), (e.field, step)
+            node = node[step]  # KeyError / IndexError: the error named no real place
+        assert isinstance(node, dict | list), e.field
