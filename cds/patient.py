@@ -152,12 +152,16 @@ class Patient(_Model):
 
     def latest(self, kind: ObservationKind) -> Observation | None:
         """Most recent observation of a kind (undated ones count as oldest)."""
-        best: Observation | None = None
+        return self.latest_by_kind().get(kind)
+
+    def latest_by_kind(self) -> dict[str, Observation]:
+        """The most recent observation of each kind, in one pass (undated ones count as
+        oldest; of two on the same date, the later in the list)."""
+        best: dict[str, Observation] = {}
         for o in self.observations:
-            if o.kind != kind:
-                continue
-            if best is None or (o.date or date.min) >= (best.date or date.min):
-                best = o
+            b = best.get(o.kind)
+            if b is None or (o.date or date.min) >= (b.date or date.min):
+                best[o.kind] = o
         return best
 
     def age_on(self, day: date) -> int | None:

@@ -114,7 +114,10 @@ class History:
 
 
 def _opioids_now(facts: Facts) -> tuple[NormalizedMed, ...]:
-    return tuple(facts.meds[i] for i in facts.opioids)
+    found = facts.memo.get("opioids-now")
+    if found is None:
+        found = facts.memo["opioids-now"] = tuple(facts.meds[i] for i in facts.opioids)
+    return found  # type: ignore[no-any-return]
 
 
 def history(kb: Knowledge, facts: Facts) -> History:

@@ -16,7 +16,7 @@ from cds.knowledge.mme import MmeResult, compute_mme
 from cds.knowledge.normalize import NormalizedMed, normalize
 from cds.knowledge.renal import CrCl, ckd_epi_2021, cockcroft_gault
 from cds.knowledge.store import Knowledge
-from cds.patient import MedicationOrder, Patient
+from cds.patient import MedicationOrder, Observation, Patient
 
 CNS_ACTIVE_CLASS = "cns-active-beers"
 
@@ -74,11 +74,12 @@ class Facts:
         return ref in self.present
 
 
-def _renal(patient: Patient, age: int | None, female: bool) -> RenalFunction:
-    scr = patient.latest("creatinine")
-    weight = patient.latest("weight")
-    height = patient.latest("height")
-    measured = patient.latest("egfr")
+def _renal(patient: Patient, latest: dict[str, Observation], age: int | None,
+           female: bool) -> RenalFunction:
+    scr = latest.get("creatinine")
+    weight = latest.get("weight")
+    height = latest.get("height")
+    measured = latest.get("egfr")
     crcl = None
     egfr = None
     basis = None
@@ -95,10 +96,11 @@ def _renal(patient: Patient, age: int | None, female: bool) -> RenalFunction:
                          max(dates) if dates else None)
 
 
-def _hepatic(patient: Patient) -> tuple[ChildPugh | None, tuple[str, ...]]:
+def _hepatic(patient: Patient, latest: dict[str, Observation]
+             ) -> tuple[ChildPugh | None, tuple[str, ...]]:
     if patient.child_pugh_class:
         return ChildPugh(None, patient.child_pugh_class), ()
-    bili, alb, inr = (patient.latest(k) for k in ("bilirubin", "albumin", "inr"))
+    bili, alb, inr = latest.get("bilirubin"), latest.get("albumin"), latest.get("inr")
     missing = tuple(n for n, v in (("bilirubin", bili), ("albumin", alb), ("INR", inr),
                                    ("ascites", patient.ascites),
                                    ("encephalopathy", patient.encephalopathy)) if v is None)
@@ -143,14 +145,15 @@ def build_facts(kb: Knowledge, patient: Patient, as_of: date | None = None,
     acb_items = [(", ".join(sorted(set(labels))), ing, scores[ing])
                  for ing, labels in sorted(by_ing.items())]
     cns = tuple(i for i, cls in enumerate(med_classes) if CNS_ACTIVE_CLASS in cls)
-    hepatic, hepatic_missing = _hepatic(patient)
-    weight = patient.latest("weight")
-    height = patient.latest("height")
+    latest = patient.latest_by_kind()
+    hepatic, hepatic_missing = _hepatic(patient, latest)
+    weight = latest.get("weight")
+    height = latest.get("height")
     return Facts(
         patient_id=patient.id, as_of=day, age=age, sex=patient.sex,
         weight_kg=weight.value if weight else None, height_cm=height.value if height else None,
         meds=tuple(current), history=tuple(history), unrecognized=tuple(unrecognized),
-        renal=_renal(patient, age, female), hepatic=hepatic, hepatic_missing=hepatic_missing,
+        renal=_renal(patient, latest, age, female), hepatic=hepatic, hepatic_missing=hepatic_missing,
         mme=compute_mme(kb, current, reasons),
         acb_total=sum(s for _, _, s in acb_items), acb_items=tuple(acb_items), cns_active=cns,
         conditions=tuple((c.code, c.text) for c in patient.conditions if c.status == "active"),

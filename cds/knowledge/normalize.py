@@ -168,8 +168,11 @@ def identify(kb: Knowledge, order: MedicationOrder) -> Identity | None:
     A plain bounded dict rather than an LRU: this runs for every order of every patient and
     a dict look-up is the cheapest memo there is (and atomic under the GIL)."""
     codes = order.codes
-    key = (kb, order.text, *[(c.system, c.code, c.display) for c in codes]) if codes \
-        else (kb, order.text)
+    if len(codes) == 1:  # the common case, without building a list
+        c = codes[0]
+        key: tuple[Any, ...] = (kb, order.text, (c.system, c.code, c.display))
+    else:
+        key = (kb, order.text, *[(c.system, c.code, c.display) for c in codes])
     hit = _IDENTITIES.get(key, _MISS)
     if hit is not _MISS:
         return hit  # type: ignore[return-value]
