@@ -227,3 +227,32 @@ def test_reordering_example_acb() -> None:
     ids = [{a.rule: a.order_ids for a in evaluate(d) if "acb" in a.rule} for d in (one, two)]
     assert ids[0]  # the burden alert fires in both orders
     assert ids[0] == ids[1]
+
+
+# -- the escalation history's MME by day ---------------------------------------------------
+
+@st.composite
+def opioid_history(draw: st.DrawFn) -> dict[str, Any]:
+    """Opioid orders and fills, current and past, some of one drug (fills of an order)."""
+    meds = [draw(orders(f"o{i}", OPIOID_PRODUCTS)) for i in range(draw(st.integers(0, 2)))]
+    meds += [draw(orders(f"h{i}", OPIOID_PRODUCTS, current=False))
+             for i in range(draw(st.integers(0, 3)))]
+    for i, m in enumerate(list(meds)[:2]):
+        if draw(st.booleans()):  # a fill of the same product
+            fill = {**m, "id": f"d{i}", "source": "dispense", "status": "completed",
+                    "supply_days": draw(st.sampled_from([7, 30])),
+                    "dispensed": m["authored"]}
+            meds.append(fill)
+    return {"id": "p", "birth_date": "1950-03-02", "sex": "female", "medications": meds}
+
+
+@SETTINGS
+@given(opioid_history(), st.integers(0, 420))
+def test_history_mme_on_a_day_is_the_sum_of_what_is_active_that_day(data: dict[str, Any],
+                                                                      back: int) -> None:
+    from cds.engine.escalation import History
+
+    facts = ENGINE.facts(Patient.model_validate(data), as_of=AS_OF)
+    hist = History(KB, facts)
+    day = AS_OF - timedelta(days=back)
+    assert hist.mme_on(day) == sum(mme for _, mme in hist.active_on(day))
