@@ -233,6 +233,28 @@ def test_bad_records_never_stop_the_review(tmp_path: Path) -> None:
 # --- CSV layout ---------------------------------------------------------------------------
 
 
+def test_patient_ids_with_control_characters_are_quarantined(tmp_path: Path) -> None:
+    """A patient id with a tab, line break or other control character cannot be a FHIR id;
+    it goes to the quarantine instead of breaking the partition's line format."""
+    src = tmp_path / "src"
+    _write_ndjson(src, "Patient.ndjson", [
+        _resource("Patient", id="a", gender="female", birthDate="1950-01-01"),
+        _resource("Patient", id="b\nc", gender="female"),
+        _resource("Patient", id="d\re", gender="female")])
+    # a CR is JSON whitespace: a record may hold one and still be read
+    with_cr = orjson.dumps(_order("a2", "a", ALPRAZOLAM)).replace(b'"intent"', b'\r"intent"')
+    _write_ndjson(src, "MedicationRequest.ndjson", [
+        _order("a1", "a", OXY), _order("x1", "b\nc", OXY), _order("x2", "f\u2028g", OXY),
+        with_cr])
+    out = tmp_path / "out"
+    info = _review(src, out, workers=1)
+    assert info["counts"]["patients"] == 1
+    q = [orjson.loads(x) for x in (out / "quarantine.ndjson").read_bytes().splitlines()]
+    assert len(q) == 4 and {r["line"] for r in q} == {2, 3}
+    assert {r["problem"] for r in q} == {"patient id has a control character: not a FHIR id"}
+    assert {r["rule"] for r in _csv(out / "alerts.csv")} >= {"opioid-safety/opioid-benzodiazepine"}
+
+
 def test_csv_layout(tmp_path: Path) -> None:
     src = tmp_path / "csv"
     src.mkdir()

@@ -242,7 +242,7 @@ def partition_unit(unit: Unit, folder: str, shards: int) -> UnitResult:
             except orjson.JSONDecodeError as e:
                 m = _SUBJECT.search(raw)  # still say whose record it was, when we can
                 pid = _patient_id(m.group(1).decode("utf-8", "replace")) if m else None
-                if pid is None or "\t" in pid:
+                if pid is None or not pid.isprintable():
                     bad(line_no, f"not valid JSON ({e})", raw.decode("utf-8", "replace")[:2000])
                     continue
                 k, pid_b = route(pid)
@@ -261,10 +261,13 @@ def partition_unit(unit: Unit, folder: str, shards: int) -> UnitResult:
             meds.append(raw + b"\n")
             continue
         pid = patient_ref(parsed)
-        if pid is None or "\t" in pid:
+        if pid is None:
             what = ("Patient resource has no id" if rtype == "Patient"
                     else "no subject or patient reference to a Patient")
             bad(line_no, what, parsed)
+            continue
+        if not pid.isprintable():  # a tab, line break or other control character
+            bad(line_no, f"patient id has a control character: not a FHIR id ({pid!r})", parsed)
             continue
         if rtype == "Patient":
             res.patients += 1

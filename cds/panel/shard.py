@@ -89,7 +89,9 @@ def _medications(parts: Path) -> dict[str, dict[str, Any]]:
     if key not in _MEDS:
         meds: dict[str, dict[str, Any]] = {}
         for f in sorted(parts.glob("medications.u*")):
-            for line in f.read_bytes().splitlines():
+            for line in f.read_bytes().split(b"\n"):  # not splitlines: a record may hold a CR
+                if not line:
+                    continue
                 res = orjson.loads(line)
                 if isinstance(res.get("id"), str):
                     meds[f"Medication/{res['id']}"] = res
@@ -164,7 +166,10 @@ def review_shard(job: ShardJob, engine: Engine | None = None,
     meds = _medications(parts)
     groups: dict[bytes, list[bytes]] = {}  # patient id -> "unit TAB line TAB record"s
     for f in sorted(parts.glob(f"s{job.shard:05d}.u*")):
-        for line in f.read_bytes().splitlines():
+        # split at LF only: a CR is JSON whitespace and may sit inside a record
+        for line in f.read_bytes().split(b"\n"):
+            if not line:
+                continue
             pid_b, rest = line.split(b"\t", 1)
             group = groups.get(pid_b)
             if group is None:
