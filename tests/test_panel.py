@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -19,6 +20,9 @@ from pathlib import Path
 import orjson
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jsonmutation import json_values, mutated
 
 from cds.panel.partition import discover, partition_unit, plan_units, shard_of
 from cds.panel.run import run_panel
@@ -109,6 +113,68 @@ def test_partition_groups_each_patient_in_one_shard_from_shuffled_files(tmp_path
             pid = line.split(b"\t", 1)[0].decode()
             assert owner.setdefault(pid, shard) == shard == shard_of(pid, 7)
     assert len(owner) == 60
+
+
+@pytest.fixture(scope="module")
+def small_panel(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[bytes]]:
+    src = write_panel(6, tmp_path_factory.mktemp("small") / "export", seed=11, dirty=0)
+    return {f.name: f.read_bytes().split(b"\n")[:-1] for f in sorted(src.iterdir())}
+
+
+_WEIRD = st.sampled_from([None, True, 0, -1, 1.5e300, "", " ", "\r", "\n", "x\ty", "Patient/",
+                          "Patient/a/b", "2026-13-40", "\u2028", [], {}, [None],
+                          {"reference": None}, "MedicationRequest", "Patient"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_mutated_records_never_stop_a_shard(small_panel: dict[str, list[bytes]],
+                                            data: st.DataObject) -> None:
+    """Any record, mangled anywhere (a wrong type, a control character, a CR, a cut line), is
+    reviewed or quarantined: the shard finishes and every patient is still on the worklist."""
+    from cds.engine.evaluator import load_engine
+    from cds.panel.shard import ShardJob, review_shard
+
+    files = {name: list(lines) for name, lines in small_panel.items()}
+    name = data.draw(st.sampled_from(sorted(n for n in files if n != "Patient.ndjson")))
+    i = data.draw(st.integers(0, len(files[name]) - 1))
+    record = orjson.loads(files[name][i])
+    kind = data.draw(st.sampled_from(["mutate", "element", "cr", "cut"]))
+    weird = _WEIRD | json_values(["Patient/x"])
+    if kind == "mutate":
+        raw = orjson.dumps(data.draw(mutated(record, weird)))
+    elif kind == "element":  # an element, or one of its parts, replaced
+        key = data.draw(st.sampled_from(sorted(record)))
+        value = record[key]
+        if isinstance(value, dict) and value and data.draw(st.booleans()):
+            value = {**value, data.draw(st.sampled_from(sorted(value))): data.draw(weird)}
+        else:
+            value = data.draw(weird)
+        raw = orjson.dumps({**record, key: value})
+    elif kind == "cr":
+        raw = orjson.dumps(record).replace(b",", b",\r")
+    else:
+        raw = orjson.dumps(record)[:data.draw(st.integers(1, 200))]
+    files[name][i] = raw
+    with tempfile.TemporaryDirectory() as tmp:
+        src, parts = Path(tmp) / "src", Path(tmp) / "work" / "parts"
+        src.mkdir()
+        parts.mkdir(parents=True)
+        for n, lines in files.items():
+            (src / n).write_bytes(b"\n".join(lines) + b"\n")
+        _, found, _ = discover(src)
+        units = plan_units(found)
+        for u in units:
+            partition_unit(u, str(parts), 2)
+        job = {k: ShardJob(str(Path(tmp) / "work"), k, AS_OF, {u.index: u.file.name for u in units},
+                           {u.index: 0 for u in units}, 5) for k in range(2)}
+        eng = _ENGINE.setdefault("e", load_engine(PACKS))
+        stats = [review_shard(job[k], eng) for k in range(2)]
+    assert sum(s["patients"] for s in stats) >= 6
+    assert sum(s["failed"] for s in stats) == 0
+
+
+_ENGINE: dict = {}
 
 
 def test_gzipped_export_gives_the_same_review(panel: Path, reviewed: tuple[Path, dict],

@@ -142,7 +142,8 @@ def _med_name(res: dict[str, Any]) -> str:
     if isinstance(concept, dict):
         if isinstance(concept.get("text"), str):
             return str(concept["text"])
-        for c in concept.get("coding") or []:
+        codings = concept.get("coding")
+        for c in codings if isinstance(codings, list) else ():
             if isinstance(c, dict) and isinstance(c.get("display"), str):
                 return str(c["display"])
     ref = res.get("medicationReference")
@@ -208,9 +209,16 @@ def _review_patient(eng: Engine, pid: str, records: list[bytes],
             not_assessed.append((f"an unreadable record (line {line + out.job.unit_offsets.get(unit, 0)}"
                                  f" of {out.job.unit_files.get(unit)})", "not valid JSON"))
             continue
-        if res.get("resourceType") == "_Invalid":  # a CSV row that could not be converted
+        rtype = res.get("resourceType")
+        if rtype == "_Invalid":  # a CSV row that could not be converted
             out.quarantine_record(unit, line, pid, None, str(res.get("reason")), res)
             not_assessed.append((str(res.get("label")), str(res.get("reason"))))
+            continue
+        if not isinstance(rtype, str):
+            why = "resourceType is missing or not a string"
+            out.quarantine_record(unit, line, pid, None, why, res)
+            not_assessed.append((f"a record (line {line + out.job.unit_offsets.get(unit, 0)} of "
+                                 f"{out.job.unit_files.get(unit)})", why))
             continue
         parsed.append((unit, line, res))
     demographics: dict[str, Any] = {"id": pid}
