@@ -389,3 +389,20 @@ def test_mme_does_not_depend_on_order(regimen: list[tuple[int, float]], data: An
     assert sorted(a.items, key=key) == sorted(b.items, key=key)
     assert sorted(a.excluded, key=lambda e: e.order_id) == sorted(b.excluded,
                                                                  key=lambda e: e.order_id)
+
+
+def test_a_dose_too_large_to_compute_is_excluded_not_infinite(kb: Knowledge) -> None:
+    """A dose so large its daily amount or MME overflows to infinity is data nobody meant:
+    it is excluded with the reason, and the total stays a finite number."""
+    huge = med(kb, "h", text="oxycodone hydrochloride 10 MG Oral Tablet", dose=1e308,
+               dose_unit="tablet", timing=Timing(frequency=4, period=1, period_unit="d"))
+    assert huge.daily == () and huge.daily_reason == "dose too large to compute a daily amount"
+    big = med(kb, "b", text="oxycodone hydrochloride 10 MG Oral Tablet", dose=1.5e308,
+              dose_unit="mg", timing=Timing(frequency=1, period=1, period_unit="d"))
+    r = mme(kb, huge, big, med(kb, "ok", text="oxycodone hydrochloride 10 MG Oral Tablet",
+                                dose=1, dose_unit="tablet",
+                                timing=Timing(frequency=2, period=1, period_unit="d")))
+    assert r.total == 30
+    assert [e.reason for e in r.excluded] == [
+        "daily dose unknown: dose too large to compute a daily amount",
+        "dose too large to compute an MME"]

@@ -7,6 +7,7 @@ does not cover, a dose that cannot be computed).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -130,6 +131,10 @@ def assess(kb: Knowledge, med: NormalizedMed,
             excluded.append(MmeExcluded(
                 med.label, med.order_id, ing,
                 f"dose in {unit} does not fit the factor's basis ({f.basis})"))
+            continue
+        if not math.isfinite(dose * f.factor):
+            excluded.append(MmeExcluded(med.label, med.order_id, ing,
+                                        "dose too large to compute an MME"))
             continue
         items.append(MmeItem(med.label, med.order_id, ing, dose, out_unit, f.factor,
                              dose * f.factor, f.status, f.source))

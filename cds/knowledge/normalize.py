@@ -8,6 +8,7 @@ computed keeps its ingredients (interaction rules still see it) with `daily_reas
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -297,6 +298,9 @@ def normalize(kb: Knowledge, order: MedicationOrder) -> NormalizedMed:
             dispensed=order.dispensed, supply_days=order.supply_days, start=start, end=end,
             status=order.status)
     daily, per_day, why = _daily(order, ident)
+    if not all(math.isfinite(v) for _, v, _ in daily) or (
+            per_day is not None and not math.isfinite(per_day)):
+        daily, per_day, why = (), None, "dose too large to compute a daily amount"
     return NormalizedMed(
         order_id=order.id, label=order.label, source=order.source, current=order.is_current,
         draft=order.draft, recognized=True, reason=None, ingredients=ident.ingredients,

@@ -326,8 +326,8 @@ def _collect(pid: str, patient: Patient, facts: Any, alerts: list[Any],
     mme = round(float(facts.mme.total), 1)
     if mme <= 0:
         st["mme_zero"] += 1
-    else:
-        st["mme_hist"][min(MME_BINS, int(mme // MME_BIN))] += 1
+    else:  # a total beyond any bin (even an overflow to infinity) goes to the last
+        st["mme_hist"][MME_BINS if not mme < MME_BINS * MME_BIN else int(mme // MME_BIN)] += 1
     st["mme_50"] += mme >= 50
     st["mme_90"] += mme >= 90
     _bump(st["burden_hist"], str(min(len(rows), 10)))
