@@ -354,6 +354,17 @@ def test_csv_layout(tmp_path: Path) -> None:
     assert "potassium" in by_line[("labs.csv", 4)]["reason"]
 
 
+def test_csv_numbers_must_be_finite() -> None:
+    from cds.panel.csvlayout import csv_record
+
+    for value in ("nan", "inf", "-Infinity"):
+        rec = csv_record("medications", {"patient_id": "c1", "order_id": "m1",
+                                         "rxnorm": "1049683", "dose": value,
+                                         "dose_unit": "tablet"}, 2)
+        assert isinstance(rec, dict) and rec["resourceType"] == "_Invalid"
+        assert "not a finite number" in rec["reason"]
+
+
 # --- resume after kill -9 -----------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ the quarantine, and the patient it names is still reviewed with a note of what w
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 CSV_FILES = ("patients.csv", "medications.csv", "labs.csv", "conditions.csv")
@@ -44,6 +45,8 @@ def _num(row: dict[str, Any], key: str) -> float | None:
         x = float(v)
     except ValueError:
         raise RowError(f"column {key}: {v!r} is not a number") from None
+    if not math.isfinite(x):  # float() reads "nan" and "inf"; JSON has no such numbers
+        raise RowError(f"column {key}: {v!r} is not a finite number")
     return int(x) if x.is_integer() and key in ("frequency",) else x
 
 
