@@ -59,7 +59,7 @@ def check_type(resource: object, expected: str | tuple[str, ...]) -> tuple[str, 
     return str(rtype), where
 
 
-def text(value: str | None) -> str | None:
+def nonempty(value: str | None) -> str | None:
     """A stripped string, with "" read as absent."""
     return value or None
 
@@ -108,7 +108,7 @@ def status_code(resource: Element, key: str, where: str) -> str | None:
     for c in concept.get("coding") or ():
         if c.get("code"):
             return str(c["code"])
-    return text(concept.get("text"))
+    return nonempty(concept.get("text"))
 
 
 def reference_name(ref: Element | None) -> str | None:

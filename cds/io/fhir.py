@@ -21,9 +21,9 @@ from cds.io._fhir import (
     concept_text,
     date_at,
     label,
+    nonempty,
     normalize_reference,
     status_code,
-    text,
 )
 from cds.io._shape import guarded, kind_of, validation_error
 from cds.io.fhir_meds import SOURCES, fhir_medication_order
@@ -61,10 +61,10 @@ def fhir_patient_demographics(resource: dict[str, Any]) -> dict[str, Any]:
     """Patient resource -> {"id", "birth_date", "sex"} (the Patient model's field names)."""
     _, where = check_type(resource, "Patient")
     patient = checked(PATIENT, resource, where)
-    rid = text(patient.get("id"))
+    rid = nonempty(patient.get("id"))
     if rid is None:
         raise InputError("Patient has no id", field=f"{where}.id")
-    gender = text(patient.get("gender"))
+    gender = nonempty(patient.get("gender"))
     if gender is not None and gender.lower() not in _SEXES:
         raise InputError(f"unknown gender {gender!r} (use {', '.join(sorted(_SEXES))})",
                          field=f"{where}.gender")
@@ -113,7 +113,7 @@ def fhir_observation(resource: dict[str, Any]) -> Observation | None:
 
 def _unit(quantity: Element) -> tuple[str, str | None]:
     """(key, unit): `unit` unless only `code` is one we know (UCUM code beats a display)."""
-    unit, code = text(quantity.get("unit")), text(quantity.get("code"))
+    unit, code = nonempty(quantity.get("unit")), nonempty(quantity.get("code"))
     if unit is not None and (canonical_unit(unit) is not None or code is None
                              or canonical_unit(code) is None):
         return "unit", unit
@@ -213,7 +213,7 @@ def _entries(bundle: object) -> list[tuple[str | None, dict[str, Any], str]]:
             if res.get("resourceType") is None:
                 raise InputError("resource has no resourceType", field=field)
             raise InputError(f"expected a string, got {kind_of(res['resourceType'])}", field=field)
-        out.append((text(entry.get("fullUrl")), res, f"Bundle.entry[{i}]"))
+        out.append((nonempty(entry.get("fullUrl")), res, f"Bundle.entry[{i}]"))
     return out
 
 

@@ -23,11 +23,11 @@ from cds.io._fhir import (
     date_at,
     duration_days,
     label,
+    nonempty,
     normalize_reference,
     parse_time_unit,
     quantity_unit,
     reference_name,
-    text,
     time_unit,
 )
 from cds.io._shape import guarded
@@ -311,7 +311,7 @@ def _timing(timing: Element, where: str) -> dict[str, Any]:
     code = timing.get("code")
     if code is not None:
         found = codings(code)
-        out["code"] = found[0][1].upper() if found else text(code.get("text"))
+        out["code"] = found[0][1].upper() if found else nonempty(code.get("text"))
     return out
 
 
