@@ -76,19 +76,9 @@ class History:
         return steps[1][k] if k >= 0 else 0.0
 
     def _step_function(self) -> tuple[list[date], list[float]]:
-        """MME is constant between episode boundaries: one value per boundary (the sum
-        active_on would give, without building its lists)."""
-        eps = [(s, e, mme, key, dispense) for (s, e, _, mme), (key, dispense)
-               in zip(self.episodes, self._kinds, strict=True)]
-        points = sorted({d for s, e, *_ in eps for d in (s, e)})
-        values = []
-        for d in points:
-            active = [(mme, key, dispense) for s, e, mme, key, dispense in eps if s <= d < e]
-            ordered = {key for _, key, dispense in active if not dispense}
-            # summed in episode order, as active_on lists them: the same float to the last bit
-            values.append(sum(mme for mme, key, dispense in active
-                              if not dispense or key not in ordered))
-        return points, values
+        """MME is constant between episode boundaries: one value per boundary."""
+        points = sorted({d for s, e, _, _ in self.episodes for d in (s, e)})
+        return points, [sum(mme for _, mme in self.active_on(d)) for d in points]
 
     def days_between(self, start: date, end: date) -> Iterable[date]:
         """Days worth sampling in [start, end): window edges and every episode boundary."""

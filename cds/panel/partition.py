@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from cds.io._fhir import normalize_reference
 from cds.panel.csvlayout import CSV_FILES, csv_record
 
 #: Bulk Data files read, by resource type. Medication is shared by every patient.
@@ -163,13 +164,8 @@ def patient_ref(resource: dict[str, Any]) -> str | None:
     return None
 
 
-_HISTORY = re.compile(r"/_history/[^/]*$")
-
-
 def _patient_id(reference: str) -> str | None:
-    ref = reference.strip()
-    if "/_history/" in ref:
-        ref = _HISTORY.sub("", ref)
+    ref = normalize_reference(reference)
     if "Patient/" not in ref:
         return None
     pid = ref.rsplit("Patient/", 1)[1]

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, NamedTuple, get_args
 
 import orjson
 import pyarrow as pa
@@ -124,6 +124,30 @@ class _Out:
             "file": self.job.unit_files.get(unit), "line": self.job.unit_offsets.get(unit, 0) + line,
             "patient_id": pid, "resource": resource, "reason": reason,
             "problem": problem or reason, "record": record}) + b"\n")
+
+
+class _Row(NamedTuple):
+    """One alert row of the panel: ALERT_COLUMNS, then what the report's page adds."""
+
+    patient_id: str
+    rule: str
+    pack: str
+    family: str
+    severity: str
+    priority: int
+    summary: str
+    rationale: str
+    medications: str
+    actions: tuple[str, ...]
+    sources: tuple[str, ...]
+    role: str
+
+
+assert _Row._fields[:len(ALERT_COLUMNS)] == ALERT_COLUMNS  # rows fill the columns by position
+
+
+def _row_order(r: _Row) -> tuple[int, str]:
+    return (-r.priority, r.rule)
 
 
 def _bump(d: dict[str, int], key: str, n: int = 1) -> None:
@@ -246,11 +270,9 @@ def _review_patient(eng: Engine, pid: str, records: list[bytes],
                 if res.get("doNotPerform") is True or res.get("status") == "entered-in-error":
                     st["skipped"] += 1
                     continue
-                rid = res.get("id")
                 orders.append(fhir_medication_order(
                     res, meds, resources=resources,
-                    fallback_id=None if isinstance(rid, str) and rid.strip()
-                    else f"{out.job.unit_files.get(unit)}:{line}"))
+                    fallback_id=f"{out.job.unit_files.get(unit)}:{line}"))
             elif rtype == "Observation":
                 obs = fhir_observation(res)
                 if obs is None:
@@ -297,14 +319,13 @@ def _collect(pid: str, patient: Patient, facts: Any, alerts: list[Any],
     st = out.stats
     for m in facts.unrecognized:
         not_assessed.append((m.label, m.reason or "not recognized"))
-    rows: list[tuple[Any, ...]] = [  # ALERT_COLUMNS, then actions, sources, role
-        (pid, a.rule, a.pack, a.family, a.severity, a.priority, a.summary, a.rationale,
-         "; ".join(a.medications), a.actions, a.sources, a.role) for a in alerts]
+    rows = [_Row(pid, a.rule, a.pack, a.family, a.severity, a.priority, a.summary, a.rationale,
+                 "; ".join(a.medications), a.actions, a.sources, a.role) for a in alerts]
     if not_assessed:
         st["not_assessed_patients"] += 1
         what = "; ".join(f"{w} ({why})" for w, why in not_assessed)
         n = len(not_assessed)
-        rows.append((
+        rows.append(_Row(
             pid, NOT_ASSESSED_RULE, "panel", "data-quality", "low", 100,
             f"{n} item{'s' if n > 1 else ''} of the record could not be assessed",
             f"Not assessed: {what}. The other alerts for this patient leave these out: the "
@@ -315,12 +336,12 @@ def _collect(pid: str, patient: Patient, facts: Any, alerts: list[Any],
     fam = dict.fromkeys(FAMILIES, 0)
     rules, severities, families = st["rules"], st["severities"], st["families"]
     for r in rows:
-        for column, value in zip(columns, r, strict=False):
+        for column, value in zip(columns, r, strict=False):  # the first len(ALERT_COLUMNS)
             column.append(value)
-        rules[r[1]] = rules.get(r[1], 0) + 1
-        severities[r[4]] = severities.get(r[4], 0) + 1
-        families[r[3]] = families.get(r[3], 0) + 1
-        fam[r[3]] = fam.get(r[3], 0) + 1
+        _bump(rules, r.rule)
+        _bump(severities, r.severity)
+        _bump(families, r.family)
+        _bump(fam, r.family)
     st["alerts"] += len(rows)
     st["patients"] += 1
     mme = round(float(facts.mme.total), 1)
@@ -333,12 +354,12 @@ def _collect(pid: str, patient: Patient, facts: Any, alerts: list[Any],
     _bump(st["burden_hist"], str(min(len(rows), 10)))
     acb = int(getattr(facts, "acb_total", 0) or 0)
     _bump(st["acb_hist"], str(min(acb, 10)))
-    top = min(rows, key=lambda r: (-r[5], r[1])) if rows else None
+    top = min(rows, key=_row_order) if rows else None
     w = {"patient_id": pid, "age": patient.age_on(out.job.as_of), "sex": patient.sex,
-         "priority": top[5] if top else 0, "top_severity": top[4] if top else "",
+         "priority": top.priority if top else 0, "top_severity": top.severity if top else "",
          "alerts": len(rows), **{f"n_{f.replace('-', '_')}": fam[f] for f in FAMILIES},
          "mme_total": mme, "acb_total": acb, "not_assessed": len(not_assessed),
-         "top_alert": top[6] if top else ""}
+         "top_alert": top.summary if top else ""}
     out.worklist.append(w)
     if out.job.top_n <= 0 or not rows:
         return
@@ -350,9 +371,8 @@ def _collect(pid: str, patient: Patient, facts: Any, alerts: list[Any],
         return
     detail = {
         "worklist": w, "birth_date": patient.birth_date.isoformat() if patient.birth_date else None,
-        "alerts": [{**dict(zip(ALERT_COLUMNS, r, strict=False)), "actions": list(r[9]),
-                    "sources": list(r[10]), "role": r[11]}
-                   for r in sorted(rows, key=lambda r: (-r[5], r[1]))],
+        "alerts": [{**r._asdict(), "actions": list(r.actions), "sources": list(r.sources)}
+                   for r in sorted(rows, key=_row_order)],
         "mme": {"total": mme, "items": [
             {"medication": i.medication, "ingredient": i.ingredient,
              "daily_dose": round(i.daily_dose, 2), "unit": i.unit, "factor": i.factor,
