@@ -130,10 +130,10 @@ def generated(tmp_path_factory: pytest.TempPathFactory, bench_kb: Any) -> dict[A
 def test_compile_generated_pack(benchmark: Any, summary: list[str], bench_kb: Any,
                                 generated: dict[int, Any]) -> None:
     big, small = generated[5000], generated[50]
-    data = run(benchmark, lambda: CompiledPacks.build(bench_kb, [big]), rounds=5)
-    baseline = timings(lambda: CompiledPacks.build(bench_kb, [small]), 50, warmup=3)
+    data = run(benchmark, lambda: CompiledPacks(bench_kb, [big]), rounds=5)
+    baseline = timings(lambda: CompiledPacks(bench_kb, [small]), 50, warmup=3)
     benchmark.extra_info["rules"] = len(big.rules)
-    entries = {n: sum(map(len, CompiledPacks.build(bench_kb, [generated[n]]).pairs.values()))
+    entries = {n: sum(map(len, CompiledPacks(bench_kb, [generated[n]]).index.pairs.values()))
                for n in (50, 5000)}
     benchmark.extra_info["pair_entries_5000"] = entries[5000]
     benchmark.extra_info["pair_entries_50"] = entries[50]

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 import pytest
 
-from cds.panel.synth import write_panel
+from cds.synth import write_panel
 
 BENCH_DIR = Path(os.environ.get("CDS_BENCH_DIR", tempfile.gettempdir())) / "cds-bench-panels"
 LARGE = os.environ.get("CDS_BENCH_LARGE") == "1"

@@ -51,9 +51,10 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _as_of(value: str | None) -> date | None:
+def _as_of(value: str | None) -> date:
+    """The evaluation date: the option's, else today (the clock is read here, once per run)."""
     if value is None:
-        return None
+        return date.today()
     try:
         return date.fromisoformat(value)
     except ValueError:
@@ -135,7 +136,7 @@ def explain(
     as_of: AsOfOpt = None,
 ) -> None:
     """Why a rule did or did not fire for a patient: each condition and its value."""
-    from cds.engine.explain import explain as run_explain
+    from cds.authoring.explain import explain as run_explain
     from cds.io import read_patient
 
     try:
@@ -187,7 +188,7 @@ def _load_pack_or_fail(path: Path):  # type: ignore[no-untyped-def]
 @pack_app.command("lint")
 def pack_lint(path: Annotated[Path, typer.Argument(help="Pack folder.")]) -> None:
     """Validate a pack: schema, drug and class names, expressions; warn on weak spots."""
-    from cds.rules.lint import lint_warnings
+    from cds.authoring.lint import lint_warnings
 
     p, kb = _load_pack_or_fail(path)
     warnings = lint_warnings(p, kb)
@@ -200,7 +201,7 @@ def pack_lint(path: Annotated[Path, typer.Argument(help="Pack folder.")]) -> Non
 @pack_app.command("test")
 def pack_test(path: Annotated[Path, typer.Argument(help="Pack folder.")]) -> None:
     """Run a pack's cases: expected versus got, and rules no case exercises."""
-    from cds.engine.casetest import test_pack
+    from cds.authoring.casetest import test_pack
 
     p, kb = _load_pack_or_fail(path)
     try:
@@ -236,7 +237,7 @@ def pack_diff(
         "--cases", help="Also run both packs' cases on both versions and show alert changes.")] = False,
 ) -> None:
     """Compare two versions of a pack: rules added, removed, changed; with --cases, alerts."""
-    from cds.rules.diff import diff_packs
+    from cds.authoring.diff import diff_packs
 
     a, kb = _load_pack_or_fail(old)
     b, _ = _load_pack_or_fail(new)
@@ -255,8 +256,8 @@ def pack_diff(
     if d.empty:
         out.print("  no rule changes")
     if cases:
+        from cds.authoring.cases import load_cases
         from cds.engine.evaluator import Engine
-        from cds.rules.cases import load_cases
 
         ea, eb = Engine([a], kb), Engine([b], kb)
         for lc in load_cases(a.path) + load_cases(b.path):
@@ -327,9 +328,10 @@ def synth(
         "--dirty", help="Share of records of each dirty kind (0 for a clean panel).")] = 0.01,
 ) -> None:
     """Write a synthetic FHIR Bulk Data panel for demos, tests and benchmarks."""
-    from cds.panel.synth import write_panel
+    from cds.synth import write_panel
 
-    write_panel(patients, out_dir, seed=seed, gzip=gz, anchor=_as_of(anchor), dirty=dirty)
+    write_panel(patients, out_dir, seed=seed, gzip=gz,
+                anchor=_as_of(anchor) if anchor else None, dirty=dirty)
     out.print(f"wrote {patients} patients to {out_dir}")
 
 

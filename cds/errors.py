@@ -1,22 +1,32 @@
-"""Errors that name the place: file, line, field, rule id. One message, never a traceback."""
+"""Errors that name the place: file, line, record, rule id, field. One message, never a traceback.
+
+Every error `cds` raises on purpose derives from `CdsError`; those that point at a place in an
+input (a patient file, a pack, an expression) derive from `LocatedError`, which formats the
+place the same way everywhere.
+"""
 
 from __future__ import annotations
+
+from typing import Self
 
 
 class CdsError(Exception):
     """Base of every error `cds` raises on purpose."""
 
 
-class InputError(CdsError, ValueError):
-    """Bad patient input: says which file (or record), which field, and what is wrong."""
+class LocatedError(CdsError):
+    """An error at a place: `file:line, record, rule R, field F: message (did you mean 'x'?)`."""
 
-    def __init__(self, message: str, *, file: str | None = None, field: str | None = None,
-                 line: int | None = None, record: str | None = None) -> None:
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
+                 record: str | None = None, rule: str | None = None, field: str | None = None,
+                 suggestion: str | None = None) -> None:
         self.message = message
         self.file = file
-        self.field = field
         self.line = line
         self.record = record
+        self.rule = rule
+        self.field = field
+        self.suggestion = suggestion
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -27,43 +37,37 @@ class InputError(CdsError, ValueError):
             where.append(f"line {self.line}")
         if self.record:
             where.append(self.record)
+        if self.rule:
+            where.append(f"rule {self.rule}")
         if self.field:
             where.append(f"field {self.field}")
-        return (": ".join([", ".join(where), self.message]) if where else self.message)
-
-    def at(self, *, file: str | None = None, line: int | None = None,
-           record: str | None = None) -> InputError:
-        """The same error with more of its place filled in."""
-        return InputError(self.message, file=file or self.file, field=self.field,
-                          line=line or self.line, record=record or self.record)
-
-
-class PackError(CdsError):
-    """A rule pack that does not load: file, line, rule id, field, and a suggestion."""
-
-    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
-                 rule: str | None = None, field: str | None = None,
-                 suggestion: str | None = None) -> None:
-        self.message = message
-        self.file = file
-        self.line = line
-        self.rule = rule
-        self.field = field
-        self.suggestion = suggestion
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        parts = []
-        if self.file:
-            parts.append(self.file + (f":{self.line}" if self.line else ""))
-        if self.rule:
-            parts.append(f"rule {self.rule}")
-        if self.field:
-            parts.append(f"field {self.field}")
-        msg = ": ".join([", ".join(parts), self.message]) if parts else self.message
+        msg = ": ".join([", ".join(where), self.message]) if where else self.message
         if self.suggestion:
             msg += f" (did you mean {self.suggestion!r}?)"
         return msg
+
+    def at(self, *, file: str | None = None, line: int | None = None,
+           record: str | None = None) -> Self:
+        """The same error with more of its place filled in."""
+        return type(self)(self.message, file=file or self.file, line=line or self.line,
+                          record=record or self.record, rule=self.rule, field=self.field,
+                          suggestion=self.suggestion)
+
+
+class InputError(LocatedError, ValueError):
+    """Bad patient input: says which file (or record), which field, and what is wrong."""
+
+
+class PackError(LocatedError):
+    """A rule pack that does not load: file, line, rule id, field, and a suggestion."""
+
+
+class ExpressionError(LocatedError, ValueError):
+    """A `when:` expression that does not compile: what is wrong and where in the text."""
+
+
+class UsageError(CdsError, ValueError):
+    """A library call with an argument it cannot act on (an unknown backend, say)."""
 
 
 class PackErrors(CdsError):

@@ -7,6 +7,8 @@ molar-mass conversion used by the Cockcroft-Gault and CKD-EPI literature) and al
 
 from __future__ import annotations
 
+from cds.errors import InputError
+
 #: Canonical unit of each observation kind.
 LAB_UNITS: dict[str, str] = {
     "weight": "kg",
@@ -61,12 +63,12 @@ def convert_lab(kind: str, value: float, unit: str | None) -> float:
     if unit is None or unit == "":
         if kind == "inr":
             return value
-        raise ValueError(f"{kind} value {value} has no unit (expected {LAB_UNITS[kind]})")
+        raise InputError(f"{kind} value {value} has no unit (expected {LAB_UNITS[kind]})")
     canon = canonical_unit(unit)
     factor = _LAB_FACTORS.get((kind, canon or ""))
     if factor is None:
         allowed = sorted({u for (k, u) in _LAB_FACTORS if k == kind})
-        raise ValueError(f"unknown unit {unit!r} for {kind} (allowed: {', '.join(allowed)})")
+        raise InputError(f"unknown unit {unit!r} for {kind} (allowed: {', '.join(allowed)})")
     return value * factor
 
 

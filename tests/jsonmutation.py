@@ -37,7 +37,9 @@ def mutated(draw: st.DrawFn, base: Any, values: st.SearchStrategy[Any],
     doc: Any = copy.deepcopy(base)
     for _ in range(draw(st.integers(1, max_changes))):
         path = draw(st.sampled_from(json_paths(doc)))
-        new = draw(values)
+        # a copy: a drawn list or dict may be a shared object (sampled_from), and a later change
+        # inside it would otherwise make the document contain itself
+        new = copy.deepcopy(draw(values))
         if not path:
             doc = new
             continue

@@ -250,9 +250,7 @@ def opioid_history(draw: st.DrawFn) -> dict[str, Any]:
 @given(opioid_history(), st.integers(0, 420))
 def test_history_mme_on_a_day_is_the_sum_of_what_is_active_that_day(data: dict[str, Any],
                                                                       back: int) -> None:
-    from cds.engine.escalation import History
-
     facts = ENGINE.facts(Patient.model_validate(data), as_of=AS_OF)
-    hist = History(KB, facts)
+    hist = facts.exposure
     day = AS_OF - timedelta(days=back)
     assert hist.mme_on(day) == sum(mme for _, mme in hist.active_on(day))

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from cds.engine.expression import FUNCTIONS, NAMES, ExpressionError, compile_expression
 from cds.knowledge.facts import Facts, build_facts
 from cds.knowledge.store import Knowledge
+from cds.rules.expression import FUNCTIONS, NAMES, ExpressionError, compile_expression
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 AS_OF = date(2026, 10, 15)

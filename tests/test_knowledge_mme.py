@@ -223,7 +223,7 @@ def test_reasons_apply_to_their_own_order_only(kb: Knowledge) -> None:
     (dict(text="morphine sulfate 4 MG/ML Injectable Solution", dose=1, dose_unit="mL",
           timing=Timing(code="Q4H")), "injection"),
     (dict(text="morphine 4 mg", dose=4, dose_unit="mg", route="intravenous",
-          timing=Timing(code="Q4H")), "injection"),
+          timing=Timing(code="Q4H")), "intravenous"),  # a stated route keeps its word
     (dict(text="morphine sulfate 10 MG Rectal Suppository", dose=1, dose_unit="suppository",
           timing=Timing(code="Q4H")), "rectal"),
     (dict(text="hydromorphone hydrochloride 3 MG Rectal Suppository", dose=1,

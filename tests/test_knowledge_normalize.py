@@ -197,7 +197,8 @@ def test_unknown_drug_is_reported_not_dropped(kb: Knowledge) -> None:
 
 
 def test_route_from_the_order_wins(kb: Knowledge) -> None:
-    assert norm(kb, text="morphine 4 mg", route="IV").route == "injection"
+    # one route vocabulary: a stated route keeps its word
+    assert norm(kb, text="morphine 4 mg", route="IV").route == "intravenous"
     assert norm(kb, text="morphine 4 mg", route="Oral route").route == "oral"
     assert norm(kb, text=OXY5, route="PO").route == "oral"
     assert norm(kb, text=OXY5).route == "oral"  # from the dose form

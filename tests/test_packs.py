@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cds.engine.casetest import test_pack as run_pack_cases
+from cds.authoring.casetest import test_pack as run_pack_cases
+from cds.authoring.lint import lint_warnings
 from cds.knowledge.store import default_knowledge
-from cds.rules.lint import lint_warnings
 from cds.rules.loader import load_pack
 from cds.rules.registry import bundled_rulesets
 

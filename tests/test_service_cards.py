@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
+from cds.authoring.cases import LoadedCase, load_cases
 from cds.engine.alerts import Alert, Suggestion
 from cds.engine.evaluator import Engine
 from cds.knowledge.store import Knowledge
 from cds.patient import MedicationOrder
-from cds.rules.cases import LoadedCase, load_cases
 from cds.rules.loader import load_pack
 from cds.rules.registry import bundled_rulesets
 from cds.service.cards import (
@@ -48,7 +48,7 @@ def _resource(order: MedicationOrder) -> dict[str, Any]:
             "medicationCodeableConcept": concept, "subject": {"reference": "Patient/p"}}
 
 
-def _context(case: LoadedCase, dose_units: dict[str, str]) -> CardContext:
+def _context(case: LoadedCase) -> CardContext:
     orders = {m.id: OrderRef("MedicationRequest", m.id, _resource(m), False)
               for m in case.patient.medications}
     orders.update({d.id: OrderRef("MedicationRequest", d.id, _resource(d.model_copy(
@@ -56,7 +56,7 @@ def _context(case: LoadedCase, dose_units: dict[str, str]) -> CardContext:
     return CardContext(hook_instance="6a0c6f0e-3f57-4b8e-9d38-0f0f3c1a2b3c",
                        patient_id=case.patient.id, user_id="Practitioner/u1",
                        encounter_id="e1", orders=orders, indicators=DEFAULT_INDICATORS,
-                       base_url="https://cds.example.org", dose_units=dose_units)
+                       base_url="https://cds.example.org")
 
 
 def _concrete(s: Suggestion, ctx: CardContext) -> bool:
@@ -92,7 +92,7 @@ def test_every_card_the_shipped_packs_produce_keeps_the_spec(kb: Knowledge, ship
         for engine in (per_pack[folder], shipped.engine):
             result = engine.evaluate(case.patient, as_of=case.case.as_of,
                                      draft_orders=case.case.draft_orders)
-            ctx = _context(case, shipped.dose_units)
+            ctx = _context(case)
             cards = cards_for(result.alerts, ctx)
             assert len(cards) == len(result.alerts)
             uuids = [c["uuid"] for c in cards]
@@ -145,11 +145,11 @@ def _ctx(draft: bool = False) -> CardContext:
     return CardContext(hook_instance="h1", patient_id="p1", user_id="Practitioner/u1",
                        encounter_id="Encounter/e1",
                        orders={"o1": OrderRef("MedicationRequest", "o1", res, draft)},
-                       indicators=DEFAULT_INDICATORS, dose_units={"renal-hepatic-dosing/x": "mg"})
+                       indicators=DEFAULT_INDICATORS)
 
 
 def test_reduce_dose_updates_the_whole_order_with_a_note() -> None:
-    card = alert_to_card(_alert((Suggestion("reduce-dose", "Reduce the dose", ("o1",), 700.0),)),
+    card = alert_to_card(_alert((Suggestion("reduce-dose", "Reduce the dose", ("o1",), 700.0, "mg"),)),
                          _ctx())
     assert check_card(card) == []
     (action,) = card["suggestions"][0]["actions"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,7 @@ def test_replay_cache() -> None:
 
 
 def test_prefetch_tokens() -> None:
-    t = templates(180)
+    t = templates(180, date(2026, 11, 26))
     assert fill(t["patient"], {"patientId": "a b/c"}) == "Patient/a%20b%2Fc"
     with pytest.raises(PrefetchError):
         fill(t["patient"], {})
@@ -98,6 +99,7 @@ def test_conditions_prefetch_reaches_the_patient() -> None:
                                       "code": "F11.20"}], "text": "Opioid use disorder"}}
     bundle = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": condition}]}
     got = assemble("p1", {"patient": {"resourceType": "Patient", "id": "p1"},
-                          "conditions": bundle}, {}, with_drafts=False, dispense_days=180)
+                          "conditions": bundle}, {}, with_drafts=False, dispense_days=180,
+                   today=date(2026, 11, 26))
     assert [(c.code, c.text) for c in got.patient.conditions] == [("F11.20", "Opioid use disorder")]
-    assert "conditions" in templates(180)
+    assert "conditions" in templates(180, date(2026, 11, 26))

@@ -1,4 +1,4 @@
-"""What evaluation returns: Findings (internal) and Alerts/Results (the public contract).
+"""What matching produces: compiled rules, Findings (internal) and Alerts (the public contract).
 
 The JSON shapes are the `cds check` contract (README, "JSON output"); fields are only ever
 added, never renamed.
@@ -7,10 +7,8 @@ added, never renamed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
 from typing import Any
 
-from cds.knowledge.mme import MmeResult
 from cds.knowledge.normalize import NormalizedMed
 
 
@@ -28,6 +26,7 @@ class CompiledRule:
     when: Any = None  # compiled Expression or None
     #: The rule's own closing sentences (mechanism, evidence status, sources), built once.
     tail: str = ""
+    kind: Any = None  # cds.engine.kinds.RuleKind: the one home of the rule type's behaviour
 
 
 @dataclass(slots=True, eq=False)  # built per finding, hot: no frozen __init__ cost
@@ -45,6 +44,7 @@ class Suggestion:
     label: str
     order_ids: tuple[str, ...] = ()
     max_daily_dose: float | None = None
+    unit: str | None = None  # of max_daily_dose: mg (per day) or mcg/h
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs 2 us per alert
@@ -79,43 +79,4 @@ class Alert:
             "also": list(self.also), "role": self.role, "interruptive": self.interruptive,
             "pack_digest": self.pack_digest, "evidence": self.evidence,
             "order_ids": list(self.order_ids),
-        }
-
-
-def _r(x: float) -> float:
-    return round(x, 2)
-
-
-def mme_to_dict(m: MmeResult) -> dict[str, Any]:
-    return {
-        "total": _r(m.total),
-        "items": [{"medication": i.medication, "ingredient": i.ingredient,
-                   "daily_dose": _r(i.daily_dose), "unit": i.unit, "factor": i.factor,
-                   "mme": _r(i.mme), "factor_status": i.factor_status, "source": i.source}
-                  for i in m.items],
-        "excluded": [{"medication": e.medication, "reason": e.reason} for e in m.excluded],
-        "factor_set": m.factor_set,
-    }
-
-
-@dataclass(frozen=True)
-class Result:
-    patient: str
-    as_of: date
-    packs: tuple[str, ...]
-    knowledge: str
-    mme: MmeResult
-    unrecognized: tuple[NormalizedMed, ...]
-    alerts: tuple[Alert, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "patient": self.patient,
-            "packs": list(self.packs),
-            "mme": mme_to_dict(self.mme),
-            "unrecognized": [{"medication": m.label, "reason": m.reason or "not recognized"}
-                             for m in self.unrecognized],
-            "alerts": [a.to_dict() for a in self.alerts],
-            "as_of": self.as_of.isoformat(),
-            "knowledge": self.knowledge,
         }

@@ -27,11 +27,12 @@ Rules compiled into durable rules (the Rete network does the matching and the jo
 * burden ``cns-count``: one durable rule per counted class (membership; counted in Python);
 * burden ``anticholinergic``: one durable rule on the ``patient`` fact (``acb >= min``).
 
-Rule types whose logic is not a join reuse the indexed helpers after the durable stage:
-renal and hepatic dose bands and drug-specific expression rules (`CompiledPacks.drug_rules`),
-MME tiers (`_mme`), renal monitoring (`_renal_monitoring`), escalation (order and dispense
-history, `cds.engine.escalation`) and patient-wide expression rules; every rule's ``when``
-expression is evaluated in Python, as in the indexed evaluator.
+Which rules are joined is asked of their kind (`_PLANNERS`, keyed by rule type: interaction
+and burden); the findings are built by the same public builders the kinds use. Every other
+rule (renal and hepatic dose bands, MME tiers, renal monitoring, escalation, expressions) is
+matched by its kind after the durable stage, through `CompiledPacks.match_drugs` and
+`match_patient_wide`; every rule's ``when`` expression is evaluated in Python, as in the
+indexed evaluator.
 
 durable-rules 2.0.28 problems this module works around (each reproduced on this machine;
 docs/decisions/durable-rules.md has the experiments):
@@ -75,19 +76,11 @@ from typing import Any
 from durable import engine as durable_engine  # type: ignore[import-untyped]
 
 from cds.engine.alerts import CompiledRule, Finding
-from cds.engine.compile import (
-    CompiledPacks,
-    _specificity,
-    anticholinergic_finding,
-    cns_count_finding,
-    combination_finding,
-    pair_finding,
-)
+from cds.engine.compile import CompiledPacks
+from cds.engine.kinds.burden import anticholinergic_finding, cns_count_finding, combination_finding
+from cds.engine.kinds.interaction import pair_finding, pair_specificities
+from cds.errors import CdsError
 from cds.knowledge.facts import Facts
-from cds.rules.models import (
-    BurdenRule,
-    InteractionRule,
-)
 
 #: Rules per durable ruleset, the sentinel and catch-all rules included (durable-rules 2.0.28
 #: hangs at 256).
@@ -222,32 +215,20 @@ class DurableMatcher:
         self._prepare()
 
     def _prepare(self) -> None:
-        kb = self.compiled.kb
         self._index = {id(cr): n for n, cr in enumerate(self.compiled.rules)}
         self._pairs_spec: dict[int, list[float]] = {}
-        self._combo: set[int] = set()
         plans: list[_RulesetPlan] = []
         by_pack: dict[str, list[_DRule]] = defaultdict(list)
         labels: dict[str, str] = {}
+        #: rule ref -> rule index, of the patient-wide rules the joins match
+        self._joined: dict[str, int] = {}
         for n, cr in enumerate(self.compiled.rules):
-            r = cr.rule
-            drules = by_pack[cr.pack_ref + "\0" + cr.pack_digest]
-            labels[cr.pack_ref + "\0" + cr.pack_digest] = f"{cr.pack_ref}:{cr.pack_digest[:12]}"
-            if isinstance(r, InteractionRule):
-                specs = []
-                for k, (ra, rb) in enumerate(itertools.product(r.a, r.b)):
-                    specs.append(_specificity(kb, ra) + _specificity(kb, rb))
-                    drules.append(_DRule(("x", n, k), (_Pattern("a", "ing", ra),
-                                                       _Pattern("b", "ing", rb))))
-                self._pairs_spec[n] = specs
-            elif isinstance(r, BurdenRule):
-                if r.kind == "combination":
-                    drules.append(_DRule(("combo", n), tuple(
-                        _Pattern(f"p{s}", "slot", ref, slot=s) for s, ref in enumerate(r.all))))
-                elif r.kind == "cns-count":
-                    drules.append(_DRule(("cns", n), (_Pattern("p0", "ing", r.counts),)))
-                else:
-                    drules.append(_DRule(("acb", n), (_Pattern("p0", "patient", acb_min=r.min),)))
+            planner = _PLANNERS.get(cr.rule.type)
+            if planner is None:
+                continue  # matched by its kind after the durable stage
+            key = cr.pack_ref + "\0" + cr.pack_digest
+            labels[key] = f"{cr.pack_ref}:{cr.pack_digest[:12]}"
+            by_pack[key] += planner(self, n, cr)
         for key, drules in by_pack.items():
             for chunk in self._partition(drules):
                 slots = max((len(d.patterns) for d in chunk if d.tag[0] == "combo"), default=0)
@@ -348,7 +329,7 @@ class DurableMatcher:
                     try:
                         host.assert_facts(name, batch)
                     except durable_engine.MessageNotHandledException as e:  # pragma: no cover
-                        raise RuntimeError(f"durable-rules left a fact of {name} unmatched; "
+                        raise CdsError(f"durable-rules left a fact of {name} unmatched; "
                                            "the catch-all rule should prevent this") from e
                     host.delete_state(name, sid)
             finally:
@@ -388,9 +369,14 @@ class DurableMatcher:
                 hit = self._interaction(facts, i, j, cands)
                 if hit is not None:
                     out.append(hit)
-        self.compiled.drug_rules(facts, out)
-        self.compiled.patient_wide_rules(
-            facts, out, lambda cr, r: self._burden(facts, cr, r, members, fired))
+        self.compiled.match_drugs(facts, out)
+        rules = self.compiled.rules
+
+        def supplier(n: int) -> Callable[[], Finding | None]:
+            return lambda: self._burden(facts, rules[n], members, fired)
+
+        self.compiled.match_patient_wide(facts, out, {ref: supplier(n)
+                                                      for ref, n in self._joined.items()})
         return out
 
     def _interaction(self, facts: Facts, i: int, j: int,
@@ -419,8 +405,9 @@ class DurableMatcher:
             return None
         return pair_finding(cr, facts.meds[i], facts.meds[j], sides, self._pairs_spec[n][k])
 
-    def _burden(self, facts: Facts, cr: CompiledRule, r: BurdenRule,
+    def _burden(self, facts: Facts, cr: CompiledRule,
                 members: dict[int, list[set[int]]], fired: set[int]) -> Finding | None:
+        r = cr.rule
         n = self._index[id(cr)]
         if r.kind == "cns-count":
             found = members.get(n, [set()])[0]
@@ -434,3 +421,31 @@ class DurableMatcher:
         if n not in fired:
             return None
         return anticholinergic_finding(cr, r, facts)
+
+
+def _plan_interaction(m: DurableMatcher, n: int, cr: CompiledRule) -> list[_DRule]:
+    """One durable rule per (a, b) reference pair, joining two ``ing`` facts."""
+    r = cr.rule
+    m._pairs_spec[n] = pair_specificities(r, m.compiled.index)
+    return [_DRule(("x", n, k), (_Pattern("a", "ing", ra), _Pattern("b", "ing", rb)))
+            for k, (ra, rb) in enumerate(itertools.product(r.a, r.b))]
+
+
+def _plan_burden(m: DurableMatcher, n: int, cr: CompiledRule) -> list[_DRule]:
+    """A combination joins one ``slot`` fact per part; a count finds the class's members; the
+    anticholinergic total is a test on the ``patient`` fact."""
+    r = cr.rule
+    m._joined[cr.ref] = n
+    if r.kind == "combination":
+        return [_DRule(("combo", n), tuple(
+            _Pattern(f"p{s}", "slot", ref, slot=s) for s, ref in enumerate(r.all)))]
+    if r.kind == "cns-count":
+        return [_DRule(("cns", n), (_Pattern("p0", "ing", r.counts),))]
+    return [_DRule(("acb", n), (_Pattern("p0", "patient", acb_min=r.min),))]
+
+
+#: The kinds whose rules durable-rules joins, by rule type; the others need no join.
+_PLANNERS: dict[str, Callable[[DurableMatcher, int, CompiledRule], list[_DRule]]] = {
+    "interaction": _plan_interaction,
+    "burden": _plan_burden,
+}

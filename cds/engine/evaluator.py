@@ -13,9 +13,12 @@ from datetime import date
 from pathlib import Path
 from typing import Literal, Protocol
 
-from cds.engine.alerts import Alert, Finding, Result
+from cds.engine.alerts import Alert, Finding
 from cds.engine.compile import CompiledPacks
 from cds.engine.prioritize import to_alerts
+from cds.engine.result import Result
+from cds.engine.summary import PatientSummary
+from cds.errors import UsageError
 from cds.knowledge.facts import Facts, build_facts
 from cds.knowledge.store import Knowledge, default_knowledge
 from cds.patient import MedicationOrder, Patient
@@ -35,7 +38,7 @@ class Engine:
         self.kb = kb or default_knowledge()
         self.packs = tuple(packs)
         self.backend: Backend = backend
-        self.compiled = CompiledPacks.build(self.kb, list(self.packs))
+        self.compiled = CompiledPacks(self.kb, list(self.packs))
         self.matcher: Matcher
         if backend == "durable":
             from cds.engine.durable_backend import DurableMatcher
@@ -44,7 +47,7 @@ class Engine:
         elif backend == "indexed":
             self.matcher = self.compiled
         else:
-            raise ValueError(f"unknown engine backend {backend!r} (indexed, durable)")
+            raise UsageError(f"unknown engine backend {backend!r} (indexed, durable)")
         if freeze_gc:
             # The knowledge base and compiled packs are large, long-lived and never garbage:
             # moving them out of the collector's sight removes 15-35 ms full-collection pauses
@@ -59,21 +62,25 @@ class Engine:
     def pack_refs(self) -> tuple[str, ...]:
         return tuple(p.ref for p in self.packs)
 
-    def facts(self, patient: Patient, as_of: date | None = None,
+    def facts(self, patient: Patient, as_of: date,
               draft_orders: Iterable[MedicationOrder] = ()) -> Facts:
+        """What the rules read about the patient on `as_of` (for `cds explain` and tests)."""
         drafts = [o if o.draft else o.model_copy(update={"draft": True}) for o in draft_orders]
         return build_facts(self.kb, patient, as_of, drafts)
 
     def alerts(self, facts: Facts) -> list[Alert]:
+        """The alerts of facts built by `facts()`, prioritized."""
         alerts = to_alerts(self.matcher.match(facts), facts)
         return self._referrals(alerts, facts)
 
-    def evaluate(self, patient: Patient, as_of: date | None = None,
+    def evaluate(self, patient: Patient, as_of: date,
                  draft_orders: Iterable[MedicationOrder] = ()) -> Result:
+        """Check one patient on the evaluation date `as_of` (the caller reads the clock, once).
+        Draft orders (CDS Hooks order-select / order-sign) are checked with the current list."""
         facts = self.facts(patient, as_of, draft_orders)
         return Result(patient=patient.id, as_of=facts.as_of, packs=self.pack_refs,
                       knowledge=self.kb.version, mme=facts.mme, unrecognized=facts.unrecognized,
-                      alerts=tuple(self.alerts(facts)))
+                      alerts=tuple(self.alerts(facts)), summary=PatientSummary.of(facts))
 
     def _referrals(self, alerts: list[Alert], facts: Facts) -> list[Alert]:
         """Each pack's escalation policy: when its alerts add up to a referral suggestion."""

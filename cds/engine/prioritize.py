@@ -16,9 +16,9 @@ from collections.abc import Iterable
 from cds.engine.alerts import Alert, Finding, Suggestion
 from cds.engine.rationale import fill, rationale
 from cds.knowledge.facts import Facts
+from cds.vocabulary import SEVERITY_RANK
 
 SEVERITY_BASE = {"critical": 400, "high": 300, "moderate": 200, "low": 100, "info": 0}
-SEVERITY_RANK = {"critical": 0, "high": 1, "moderate": 2, "low": 3, "info": 4}
 
 
 def risk_modifiers(facts: Facts) -> int:
@@ -100,8 +100,9 @@ def _suggestions(f: Finding) -> tuple[Suggestion, ...]:
                 continue
         else:
             ids = tuple(m.order_id for m in f.meds)
-        limit = getattr(f.rule.rule, "max_daily_dose", None)
-        out.append(Suggestion(s.kind, s.label, ids, limit.value if limit else None))
+        limit = f.rule.kind.dose_limit(f.rule.rule)
+        out.append(Suggestion(s.kind, s.label, ids, limit.value if limit else None,
+                              limit.unit if limit else None))
     return tuple(out)
 
 
@@ -113,6 +114,7 @@ def _summary(template: str, values: dict[str, object]) -> str:
 
 def to_alerts(findings: Iterable[Finding], facts: Facts) -> list[Alert]:
     base = risk_modifiers(facts)
+    values_cache: dict[str, str] = {}
     alerts = []
     for best, others in deduplicate(findings):
         rule = best.rule.rule
@@ -127,7 +129,7 @@ def to_alerts(findings: Iterable[Finding], facts: Facts) -> list[Alert]:
             pack_digest=best.rule.pack_digest, family=best.rule.family,
             severity=rule.severity, priority=priority(best, base),
             summary=_summary(rule.summary, best.values),
-            rationale=rationale(best, facts), medications=tuple(m.label for m in meds),
+            rationale=rationale(best, facts, values_cache), medications=tuple(m.label for m in meds),
             sources=(tuple(dict.fromkeys([*rule.sources,
                                           *(s for o in others for s in o.rule.rule.sources)]))
                      if others else tuple(rule.sources)),

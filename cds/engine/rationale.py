@@ -10,7 +10,6 @@ from typing import Any
 
 from cds.engine.alerts import Finding
 from cds.knowledge.facts import Facts
-from cds.rules.models import InteractionRule
 
 
 class _Safe(dict[str, Any]):
@@ -82,39 +81,36 @@ def _patient_values(family: str, facts: Facts) -> str:
     return ""
 
 
-def values_used(f: Finding, facts: Facts) -> str:
-    """Interaction rules state their mechanism (in the rule's tail); the others the patient's
-    values, computed once per patient and family."""
-    if isinstance(f.rule.rule, InteractionRule):
+def values_used(f: Finding, facts: Facts, cache: dict[str, str]) -> str:
+    """The patient's values of the finding's family (computed once per patient and family:
+    `cache` lives as long as one patient's alerts), unless its kind states a mechanism instead."""
+    if not f.rule.kind.states_patient_values:
         return ""
-    key = "values:" + f.rule.family
-    text = facts.memo.get(key)
+    text = cache.get(f.rule.family)
     if text is None:
-        text = facts.memo[key] = _patient_values(f.rule.family, facts)
-    return str(text)
+        text = cache[f.rule.family] = _patient_values(f.rule.family, facts)
+    return text
 
 
 def _sentence(p: str) -> str:
     return p if p.endswith((".", ")")) else p + "."
 
 
-def rule_tail(rule: Any) -> str:
-    """What a rule's rationale always ends with: mechanism and management for interactions,
-    the evidence status when not confirmed, and the sources."""
-    parts = []
-    if isinstance(rule, InteractionRule):
-        parts.append(f"Mechanism: {rule.mechanism} Management: {rule.management}")
+def rule_tail(rule: Any, kind: Any) -> str:
+    """What a rule's rationale always ends with: what its kind always says (an interaction's
+    mechanism and management), the evidence status when not confirmed, and the sources."""
+    parts = list(kind.tail(rule))
     if rule.evidence != "confirmed":
         parts.append(f"Evidence status: {rule.evidence} (see the pack's sources).")
     parts.append("Sources: " + "; ".join(rule.sources) + ".")
     return " ".join(_sentence(p) for p in parts)
 
 
-def rationale(f: Finding, facts: Facts) -> str:
+def rationale(f: Finding, facts: Facts, cache: dict[str, str]) -> str:
     """The rule's template filled, the values used, then the rule's tail."""
     parts = [_sentence(fill(f.rule.rule.rationale.strip(), f.values))]
-    used = values_used(f, facts)
+    used = values_used(f, facts, cache)
     if used:
         parts.append(_sentence(used))
-    parts.append(f.rule.tail or rule_tail(f.rule.rule))
+    parts.append(f.rule.tail)
     return " ".join(parts)

@@ -16,9 +16,6 @@ from cds.io.fhir_shapes import CODEABLE_CONCEPT, checked
 from cds.patient import PeriodUnit
 from cds.units import PERIOD_DAYS
 
-SNOMED = "http://snomed.info/sct"
-LOINC = "http://loinc.org"
-
 _HISTORY = re.compile(r"/_history/[^/]*$")
 
 #: Spellings of FHIR/UCUM time units seen in Duration and Ratio denominators.

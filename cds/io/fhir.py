@@ -13,7 +13,6 @@ from pydantic import ValidationError
 
 from cds.errors import InputError
 from cds.io._fhir import (
-    LOINC,
     Element,
     as_dict,
     check_type,
@@ -30,6 +29,7 @@ from cds.io.fhir_meds import SOURCES, fhir_medication_order
 from cds.io.fhir_shapes import BUNDLE, CONDITION, OBSERVATION, PATIENT, checked
 from cds.patient import Condition, MedicationOrder, Observation, ObservationKind, Patient
 from cds.units import canonical_unit
+from cds.vocabulary import LOINC
 
 #: LOINC codes read, and the observation kind each one is.
 LOINC_KINDS: dict[str, ObservationKind] = {

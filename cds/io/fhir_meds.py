@@ -14,7 +14,6 @@ from typing import Any
 
 from cds.errors import InputError
 from cds.io._fhir import (
-    SNOMED,
     Element,
     as_dict,
     check_type,
@@ -33,6 +32,7 @@ from cds.io._fhir import (
 from cds.io._shape import guarded
 from cds.io.fhir_shapes import CONDITION_CODE, MEDICATION, MEDICATION_USE, RATIO, REQUESTER, checked
 from cds.patient import MedicationOrder, OrderSource
+from cds.vocabulary import SNOMED, SNOMED_ROUTES, route_word
 
 SOURCES: dict[str, OrderSource] = {
     "MedicationRequest": "request",
@@ -41,26 +41,6 @@ SOURCES: dict[str, OrderSource] = {
 }
 
 _SOURCE_TYPES = tuple(SOURCES)
-
-#: SNOMED CT route-of-administration codes -> the route words the rules use.
-SNOMED_ROUTES = {
-    "26643006": "oral",
-    "45890007": "transdermal",
-    "54471007": "buccal",
-    "37839007": "sublingual",
-    "46713006": "nasal",
-    "37161004": "rectal",
-    "47625008": "intravenous",
-    "78421000": "intramuscular",
-    "34206005": "subcutaneous",
-}
-
-_ROUTE_WORDS = {
-    "by mouth": "oral", "po": "oral", "p.o.": "oral", "orally": "oral", "oral use": "oral",
-    "iv": "intravenous", "im": "intramuscular", "sc": "subcutaneous", "subq": "subcutaneous",
-    "sl": "sublingual", "intranasal": "nasal", "pr": "rectal", "td": "transdermal",
-}
-
 
 @guarded(lambda resource, *a, **k: label(resource))
 def fhir_medication_order(resource: dict[str, Any], medications: Mapping[str, dict[str, Any]],
@@ -269,14 +249,8 @@ def _route(route: Element | None) -> str | None:
     words = [route.get("text")] + [display for _, _, display in found]
     for word in words:
         if word:
-            return _route_word(word)
+            return route_word(word)
     return found[0][1].lower() if found else None
-
-
-def _route_word(text: str) -> str:
-    word = text.lower().replace("(qualifier value)", "").strip()
-    word = word.removesuffix(" route").strip()
-    return _ROUTE_WORDS.get(word, word)
 
 
 def _whole(value: float | None, where: str) -> int | None:

@@ -1,7 +1,9 @@
 """Patient -> Facts: everything rules look at, computed once per patient, then immutable.
 
 Rules never touch the pydantic Patient: they read these plain dataclasses, which keeps
-validation out of the hot path and makes evaluation a pure function of (Facts, packs).
+validation out of the hot path and makes evaluation a pure function of (Facts, packs). Facts
+hold no scratch space: whatever several rules share (the MME, the opioid history) is computed
+here, once.
 """
 
 from __future__ import annotations
@@ -9,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
-from typing import Any
 
+from cds.knowledge.exposure import Exposure
 from cds.knowledge.hepatic import ChildPugh, child_pugh
-from cds.knowledge.mme import MmeResult, compute_mme
+from cds.knowledge.mme import MmeResult, assess, total
 from cds.knowledge.normalize import NormalizedMed, normalize
 from cds.knowledge.renal import CrCl, ckd_epi_2021, cockcroft_gault
 from cds.knowledge.store import Knowledge
@@ -58,11 +60,13 @@ class Facts:
     med_classes: tuple[frozenset[str], ...]  # per current med: ingredients and their classes
     present: frozenset[str] = field(default=frozenset())  # union of med_classes
     opioids: tuple[int, ...] = ()  # indexes into meds of current opioids
+    opioid_meds: tuple[NormalizedMed, ...] = ()  # the current opioids themselves
     #: order id -> (code, text) of why it was ordered (OUD treatment counts in no MME)
     indications: dict[str, tuple[tuple[str | None, str | None], ...]] = field(
         default_factory=dict, compare=False, repr=False)
-    #: Per-patient scratch for derived values several rules share (e.g. the opioid history).
-    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: Opioid episodes (current and past) with their MME, for the escalation rules.
+    exposure: Exposure = field(default_factory=lambda: Exposure(date.min, ()), compare=False,
+                               repr=False)
 
     def meds_with(self, ref: str) -> list[int]:
         """Indexes of current meds whose ingredient is, or belongs to, `ref`."""
@@ -111,9 +115,11 @@ def _hepatic(patient: Patient, latest: dict[str, Observation]
                       patient.encephalopathy), ()
 
 
-def build_facts(kb: Knowledge, patient: Patient, as_of: date | None = None,
+def build_facts(kb: Knowledge, patient: Patient, as_of: date,
                 extra_orders: Iterable[MedicationOrder] = ()) -> Facts:
-    day = as_of or date.today()
+    """Everything the rules read about one patient on the evaluation date `as_of` (decided by
+    the caller: a renderer reads the clock once per request or run)."""
+    day = as_of
     age = patient.age_on(day)
     female = patient.sex == "female"
     current: list[NormalizedMed] = []
@@ -149,17 +155,26 @@ def build_facts(kb: Knowledge, patient: Patient, as_of: date | None = None,
     hepatic, hepatic_missing = _hepatic(patient, latest)
     weight = latest.get("weight")
     height = latest.get("height")
+    # Each opioid is assessed once: today's MME and the history's MME by day come from it.
+    # The history's assessment keeps the indications too (OUD treatment counts neither now
+    # nor then, else steady methadone would read as a taper).
+    opioid_idx = tuple(i for i, m in enumerate(current) if kb.is_opioid(m.ingredients))
+    opioid_meds = tuple(current[i] for i in opioid_idx)
+    now = [assess(kb, m, reasons.get(m.order_id, ())) for m in opioid_meds]
+    past = [m for m in history if kb.is_opioid(m.ingredients)]
+    then = [assess(kb, m, reasons.get(m.order_id, ())) for m in past]
+    exposure = Exposure.build(day, [(m, sum(i.mme for i in items)) for m, (items, _) in
+                                    zip((*opioid_meds, *past), (*now, *then), strict=True)])
     return Facts(
         patient_id=patient.id, as_of=day, age=age, sex=patient.sex,
         weight_kg=weight.value if weight else None, height_cm=height.value if height else None,
         meds=tuple(current), history=tuple(history), unrecognized=tuple(unrecognized),
         renal=_renal(patient, latest, age, female), hepatic=hepatic, hepatic_missing=hepatic_missing,
-        mme=compute_mme(kb, current, reasons),
+        mme=total(kb, now),
         acb_total=sum(s for _, _, s in acb_items), acb_items=tuple(acb_items), cns_active=cns,
         conditions=tuple((c.code, c.text) for c in patient.conditions if c.status == "active"),
         med_classes=med_classes, present=frozenset().union(*med_classes),
-        opioids=tuple(i for i, m in enumerate(current) if _is_opioid_med(kb, m, med_classes[i])),
-        indications=reasons,
+        opioids=opioid_idx, opioid_meds=opioid_meds, indications=reasons, exposure=exposure,
     )
 
 
@@ -189,7 +204,3 @@ def _dispensed_on_hand(current: list[NormalizedMed], history: list[NormalizedMed
 
 def _med_order(m: NormalizedMed) -> tuple[str, str]:
     return (m.label.lower(), m.order_id)
-
-
-def _is_opioid_med(kb: Knowledge, med: NormalizedMed, classes: frozenset[str]) -> bool:
-    return "opioid" in classes or not kb.opioids.isdisjoint(med.ingredients)

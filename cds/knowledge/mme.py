@@ -82,10 +82,6 @@ def _factor(kb: Knowledge, ingredient: str, route: str | None,
     return None
 
 
-def is_opioid(kb: Knowledge, ingredient: str) -> bool:
-    return ingredient in kb.opioids
-
-
 def assess(kb: Knowledge, med: NormalizedMed,
            reasons: tuple[tuple[str | None, str | None], ...] = ()
            ) -> tuple[list[MmeItem], list[MmeExcluded]]:
@@ -95,7 +91,7 @@ def assess(kb: Knowledge, med: NormalizedMed,
     if not med.recognized:
         return items, excluded
     for ing in med.ingredients:
-        if not is_opioid(kb, ing):
+        if not kb.is_opioid((ing,)):
             continue
         # OUD treatment first: buprenorphine/naloxone is excluded as OUD treatment, not only
         # as an ingredient without a factor.
@@ -141,16 +137,19 @@ def assess(kb: Knowledge, med: NormalizedMed,
     return items, excluded
 
 
+def total(kb: Knowledge, assessed: Iterable[tuple[list[MmeItem], list[MmeExcluded]]]) -> MmeResult:
+    """The MME result of medications already assessed (`assess`), in their order."""
+    items: list[MmeItem] = []
+    excluded: list[MmeExcluded] = []
+    for i, e in assessed:
+        items += i
+        excluded += e
+    return MmeResult(sum(i.mme for i in items), tuple(items), tuple(excluded), kb.mme_factor_set)
+
+
 def compute_mme(kb: Knowledge, meds: Iterable[NormalizedMed],
                 reasons: dict[str, tuple[tuple[str | None, str | None], ...]] | None = None
                 ) -> MmeResult:
     """MME of the current medications. `reasons` maps order id -> (code, text) indications."""
-    items: list[MmeItem] = []
-    excluded: list[MmeExcluded] = []
     reasons = reasons or {}
-    for med in meds:
-        if med.current:
-            i, e = assess(kb, med, reasons.get(med.order_id, ()))
-            items += i
-            excluded += e
-    return MmeResult(sum(i.mme for i in items), tuple(items), tuple(excluded), kb.mme_factor_set)
+    return total(kb, (assess(kb, m, reasons.get(m.order_id, ())) for m in meds if m.current))

@@ -20,8 +20,7 @@ from cds.knowledge.sig import doses_per_day, max_per_day
 from cds.knowledge.store import Knowledge
 from cds.patient import MedicationOrder
 from cds.units import MASS_TO_MG, RATE_TO_MCG_H
-
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+from cds.vocabulary import RXNORM, route_word
 
 _COUNT_UNITS = {
     "tablet": "tablet", "tablets": "tablet", "tab": "tablet", "tabs": "tablet", "{tbl}": "tablet",
@@ -35,14 +34,6 @@ _COUNT_UNITS = {
     "puff": "spray", "each": "each", "ea": "each", "{each}": "each", "dose": "each",
 }
 _VOLUME_UNITS = {"ml": 1.0, "milliliter": 1.0, "milliliters": 1.0, "l": 1000.0}
-_ROUTE_WORDS = {
-    "po": "oral", "by mouth": "oral", "oral": "oral", "orally": "oral",
-    "transdermal": "transdermal", "td": "transdermal", "buccal": "buccal",
-    "sublingual": "sublingual", "sl": "sublingual", "nasal": "nasal", "intranasal": "nasal",
-    "rectal": "rectal", "pr": "rectal", "topical": "topical",
-    "intravenous": "injection", "iv": "injection", "intramuscular": "injection", "im": "injection",
-    "subcutaneous": "injection", "subcut": "injection", "sc": "injection", "injection": "injection",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,18 +82,6 @@ class NormalizedMed:
             if ing == ingredient:
                 return amount, unit
         return None
-
-
-def _route(text: str | None) -> str | None:
-    if not text:
-        return None
-    t = text.strip().lower()
-    if t in _ROUTE_WORDS:
-        return _ROUTE_WORDS[t]
-    for word, route in _ROUTE_WORDS.items():
-        if len(word) > 3 and word in t:
-            return route
-    return t
 
 
 #: Extended-release markers in free text, as whole words ("erythromycin" is not "ER").
@@ -304,7 +283,7 @@ def normalize(kb: Knowledge, order: MedicationOrder) -> NormalizedMed:
     return NormalizedMed(
         order_id=order.id, label=order.label, source=order.source, current=order.is_current,
         draft=order.draft, recognized=True, reason=None, ingredients=ident.ingredients,
-        form=ident.form, route=_route(order.route) or ident.route,
+        form=ident.form, route=route_word(order.route) or ident.route,
         extended_release=ident.extended_release, as_needed=order.as_needed,
         doses_per_day=per_day, daily=daily, daily_reason=why, prescriber=order.prescriber,
         authored=order.authored, dispensed=order.dispensed, supply_days=order.supply_days,

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cds.errors import InputError
+
 CG_SOURCE = "Cockcroft DW, Gault MH. Nephron 1976;16:31-41"
 CKD_EPI_SOURCE = "CKD-EPI 2021 creatinine equation, Inker LA et al. N Engl J Med 2021;385:1737-49"
 IBW_SOURCE = "Devine BJ. Drug Intell Clin Pharm 1974;8:650 (ideal body weight)"
@@ -42,7 +44,7 @@ def dosing_weight(weight_kg: float, height_cm: float | None, female: bool) -> tu
 def cockcroft_gault(age: int, weight_kg: float, scr_mg_dl: float, female: bool,
                     height_cm: float | None = None) -> CrCl:
     if scr_mg_dl <= 0 or weight_kg <= 0:
-        raise ValueError("creatinine and weight must be positive")
+        raise InputError("creatinine and weight must be positive")
     w, basis = dosing_weight(weight_kg, height_cm, female)
     crcl = (140 - age) * w / (72 * scr_mg_dl)
     if female:
@@ -52,7 +54,7 @@ def cockcroft_gault(age: int, weight_kg: float, scr_mg_dl: float, female: bool,
 
 def ckd_epi_2021(age: int, scr_mg_dl: float, female: bool) -> float:
     if scr_mg_dl <= 0:
-        raise ValueError("creatinine must be positive")
+        raise InputError("creatinine must be positive")
     k = 0.7 if female else 0.9
     a = -0.241 if female else -0.302
     ratio = scr_mg_dl / k

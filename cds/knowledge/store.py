@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,11 @@ class Knowledge:
     anticholinergic: AnticholinergicScale
     #: Ingredients counted as opioids: members of the opioid class, or with an MME factor.
     opioids: frozenset[str] = frozenset()
+
+    def is_opioid(self, ingredients: Iterable[str]) -> bool:
+        """The one "is an opioid" test: any ingredient an opioid (a member of the opioid class,
+        or one with an MME factor or an MME exclusion such as buprenorphine)."""
+        return not self.opioids.isdisjoint(ingredients)
 
     def ingredient_of(self, name: str) -> str | None:
         return self.names.get(name.strip().lower())

@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from cds.errors import CdsError
+from cds.vocabulary import LOINC, RXNORM, SNOMED
+
 CSV_FILES = ("patients.csv", "medications.csv", "labs.csv", "conditions.csv")
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-LOINC = "http://loinc.org"
-SNOMED = "http://snomed.info/sct"
 
 #: labs.csv `kind` -> the LOINC code it is read as.
 LAB_KINDS = {"weight": "29463-7", "height": "8302-2", "creatinine": "2160-0",
@@ -25,7 +25,7 @@ _TRUE = {"true", "yes", "y", "1", "prn"}
 _FALSE = {"false", "no", "n", "0", ""}
 
 
-class RowError(ValueError):
+class RowError(CdsError, ValueError):
     pass
 
 

@@ -16,7 +16,7 @@ import orjson
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from cds.panel.shard import ALERT_SCHEMA, MME_BINS, WORKLIST_COLUMNS, sort_key
+from cds.panel.columns import ALERT_SCHEMA, MME_BINS, WORKLIST_COLUMNS, sort_key
 
 
 def _tmp(path: Path) -> Path:

@@ -12,7 +12,8 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from cds.panel.shard import FAMILIES, MME_BIN, MME_BINS, SEVERITY_ORDER
+from cds.panel.columns import FAMILIES, MME_BIN, MME_BINS
+from cds.vocabulary import SEVERITIES
 
 SEVERITY_COLORS = {"critical": "#7f1d1d", "high": "#dc2626", "moderate": "#f59e0b",
                    "low": "#0ea5e9", "info": "#94a3b8"}
@@ -97,7 +98,7 @@ def histogram(bins: list[tuple[str, float]], *, color: str = "#2563eb", width: i
 
 def _charts(info: dict[str, Any], stats: dict[str, Any]) -> dict[str, Markup]:
     rules = sorted(stats["rules"].items(), key=lambda kv: (-kv[1], kv[0]))
-    sev = [(s, stats["severities"].get(s, 0)) for s in SEVERITY_ORDER if stats["severities"].get(s)]
+    sev = [(s, stats["severities"].get(s, 0)) for s in SEVERITIES if stats["severities"].get(s)]
     mme_bins = [("none", stats.get("mme_zero", 0))]
     for i, v in enumerate(stats["mme_hist"]):
         lo = i * MME_BIN

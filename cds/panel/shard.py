@@ -16,32 +16,23 @@ import uuid
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, NamedTuple, get_args
+from typing import Any, NamedTuple
 
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cds.engine.evaluator import Engine
-from cds.errors import InputError
+from cds.engine.result import Result, mme_to_dict
+from cds.errors import CdsError, InputError
 from cds.io import fhir_condition, fhir_medication_order, fhir_observation, fhir_patient_demographics
+from cds.panel.columns import ALERT_COLUMNS, ALERT_SCHEMA, FAMILIES, MME_BIN, MME_BINS, sort_key
 from cds.patient import Condition, MedicationOrder, Observation, Patient
-from cds.rules.models import Family
+from cds.vocabulary import DATA_QUALITY
 
-ALERT_COLUMNS = ("patient_id", "rule", "pack", "family", "severity", "priority", "summary",
-                 "rationale", "medications")
-ALERT_SCHEMA = pa.schema([(c, pa.int32() if c == "priority" else pa.string())
-                          for c in ALERT_COLUMNS])
-FAMILIES: tuple[str, ...] = (*get_args(Family), "data-quality")
-WORKLIST_COLUMNS = ("rank", "patient_id", "age", "sex", "priority", "top_severity", "alerts",
-                    *(f"n_{f.replace('-', '_')}" for f in FAMILIES), "mme_total", "acb_total",
-                    "not_assessed", "top_alert")
-SEVERITY_ORDER = ("critical", "high", "moderate", "low", "info")
 MED_TYPES = frozenset({"MedicationRequest", "MedicationStatement", "MedicationDispense"})
 #: The panel's own rule for "part of this patient's record could not be assessed".
 NOT_ASSESSED_RULE = "panel/not-assessed"
-MME_BIN = 10
-MME_BINS = 30  # 0-10, ..., 290-300, then 300+
 
 _ENGINE: Engine | None = None
 _SPEC: tuple[str, Any] | None = None
@@ -77,11 +68,6 @@ class ShardJob:
     #: The run's N-th best worklist key among the shards done so far: a patient ranked after
     #: it can never reach the report's top N, so its detail page is not built.
     detail_bound: tuple[Any, ...] | None = None
-
-
-def sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    """Worklist order: highest priority first, then highest MME, then patient id."""
-    return (-row["priority"], -row["mme_total"], row["patient_id"])
 
 
 def _medications(parts: Path) -> dict[str, dict[str, Any]]:
@@ -185,7 +171,7 @@ def review_shard(job: ShardJob, engine: Engine | None = None,
         return dict(orjson.loads((final / "stats.json").read_bytes()))
     eng = engine or (worker_engine(spec) if spec is not None else _ENGINE)
     if eng is None:
-        raise RuntimeError("review_shard: no engine (worker not initialized)")
+        raise CdsError("review_shard: no engine (worker not initialized)")
     t0 = time.perf_counter()
     parts = work / "parts"
     meds = _medications(parts)
@@ -302,8 +288,7 @@ def _review_patient(eng: Engine, pid: str, records: list[bytes],
     try:
         patient = Patient(**demographics, observations=observations, conditions=conditions,
                           medications=orders)
-        facts = eng.facts(patient, as_of=out.job.as_of)
-        alerts = eng.alerts(facts)
+        result = eng.evaluate(patient, out.job.as_of)
     except Exception as e:  # never stop the run: the patient is listed as failed
         st["failed"] += 1
         out.quarantine_record(-1, 0, pid, f"Patient/{pid}",
@@ -311,22 +296,22 @@ def _review_patient(eng: Engine, pid: str, records: list[bytes],
         st["seconds"]["engine"] += time.perf_counter() - t1
         return
     st["seconds"]["engine"] += time.perf_counter() - t1
-    _collect(pid, patient, facts, alerts, not_assessed, out)
+    _collect(pid, patient, result, not_assessed, out)
 
 
-def _collect(pid: str, patient: Patient, facts: Any, alerts: list[Any],
-             not_assessed: list[tuple[str, str]], out: _Out) -> None:
+def _collect(pid: str, patient: Patient, result: Result, not_assessed: list[tuple[str, str]],
+             out: _Out) -> None:
     st = out.stats
-    for m in facts.unrecognized:
+    for m in result.unrecognized:
         not_assessed.append((m.label, m.reason or "not recognized"))
     rows = [_Row(pid, a.rule, a.pack, a.family, a.severity, a.priority, a.summary, a.rationale,
-                 "; ".join(a.medications), a.actions, a.sources, a.role) for a in alerts]
+                 "; ".join(a.medications), a.actions, a.sources, a.role) for a in result.alerts]
     if not_assessed:
         st["not_assessed_patients"] += 1
         what = "; ".join(f"{w} ({why})" for w, why in not_assessed)
         n = len(not_assessed)
         rows.append(_Row(
-            pid, NOT_ASSESSED_RULE, "panel", "data-quality", "low", 100,
+            pid, NOT_ASSESSED_RULE, "panel", DATA_QUALITY, "low", 100,
             f"{n} item{'s' if n > 1 else ''} of the record could not be assessed",
             f"Not assessed: {what}. The other alerts for this patient leave these out: the "
             "MME total, interactions and dose checks may be incomplete. Check them by hand.",
@@ -344,7 +329,7 @@ def _collect(pid: str, patient: Patient, facts: Any, alerts: list[Any],
         _bump(fam, r.family)
     st["alerts"] += len(rows)
     st["patients"] += 1
-    mme = round(float(facts.mme.total), 1)
+    mme = round(float(result.mme.total), 1)
     if mme <= 0:
         st["mme_zero"] += 1
     else:  # a total beyond any bin (even an overflow to infinity) goes to the last
@@ -352,7 +337,8 @@ def _collect(pid: str, patient: Patient, facts: Any, alerts: list[Any],
     st["mme_50"] += mme >= 50
     st["mme_90"] += mme >= 90
     _bump(st["burden_hist"], str(min(len(rows), 10)))
-    acb = int(getattr(facts, "acb_total", 0) or 0)
+    summary = result.summary
+    acb = summary.acb_total
     _bump(st["acb_hist"], str(min(acb, 10)))
     top = min(rows, key=_row_order) if rows else None
     w = {"patient_id": pid, "age": patient.age_on(out.job.as_of), "sex": patient.sex,
@@ -373,15 +359,11 @@ def _collect(pid: str, patient: Patient, facts: Any, alerts: list[Any],
         "worklist": w, "birth_date": patient.birth_date.isoformat() if patient.birth_date else None,
         "alerts": [{**r._asdict(), "actions": list(r.actions), "sources": list(r.sources)}
                    for r in sorted(rows, key=_row_order)],
-        "mme": {"total": mme, "items": [
-            {"medication": i.medication, "ingredient": i.ingredient,
-             "daily_dose": round(i.daily_dose, 2), "unit": i.unit, "factor": i.factor,
-             "mme": round(i.mme, 1)} for i in facts.mme.items],
-            "excluded": [{"medication": e.medication, "reason": e.reason}
-                         for e in facts.mme.excluded]},
+        "mme": mme_to_dict(result.mme),
         "medications": [{"label": m.label, "source": m.source, "prescriber": m.prescriber,
-                         "start": m.start.isoformat() if m.start else None} for m in facts.meds],
-        "renal": _renal_text(facts),
+                         "start": m.start.isoformat() if m.start else None}
+                        for m in summary.medications],
+        "renal": summary.kidney,
         "not_assessed": [{"what": w_, "why": why} for w_, why in not_assessed],
     }
     item = (inv, len(out.top), detail)
@@ -407,23 +389,6 @@ class _Inv(str):
 
     def __ge__(self, other: object) -> bool:
         return str.__le__(self, other)  # type: ignore[operator]
-
-
-def _renal_text(facts: Any) -> str | None:
-    renal = getattr(facts, "renal", None)
-    if renal is None:
-        return None
-    parts = []
-    crcl = getattr(renal, "crcl", None)
-    if crcl is not None:
-        parts.append(f"CrCl {crcl.value:.0f} mL/min ({crcl.formula}, {crcl.weight_basis} weight)")
-    egfr = getattr(renal, "egfr", None)
-    if isinstance(egfr, int | float):
-        parts.append(f"eGFR {egfr:.0f} mL/min/1.73m2 ({renal.egfr_basis or 'reported'})")
-    scr = getattr(renal, "creatinine", None)
-    if scr is not None:
-        parts.append(f"creatinine {scr.value:.2f} mg/dL" + (f" on {scr.date}" if scr.date else ""))
-    return ", ".join(parts) or None
 
 
 def _write(final: Path, out: _Out) -> None:

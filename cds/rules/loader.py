@@ -16,20 +16,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from cds.errors import PackError, PackErrors
+from cds.errors import ExpressionError, PackError, PackErrors
 from cds.knowledge.store import Knowledge
-from cds.rules.models import (
-    BurdenRule,
-    EscalationRule,
-    ExpressionRule,
-    HepaticRule,
-    InteractionRule,
-    PackMeta,
-    RenalMonitoringRule,
-    RenalRule,
-    Rule,
-    RuleFile,
-)
+from cds.rules.expression import compile_expression
+from cds.rules.models import PackMeta, Rule, RuleFile
 from cds.rules.version import satisfies
 
 LINES = "__lines__"
@@ -53,11 +43,12 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str,
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _strip(obj: Any) -> Any:
+def strip_marks(obj: Any) -> Any:
+    """A document read by `read_yaml` without its line marks, for validation."""
     if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in obj.items() if k not in (LINE, LINES)}
+        return {k: strip_marks(v) for k, v in obj.items() if k not in (LINE, LINES)}
     if isinstance(obj, list):
-        return [_strip(v) for v in obj]
+        return [strip_marks(v) for v in obj]
     return obj
 
 
@@ -98,7 +89,8 @@ def _field(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _validation_errors(exc: ValidationError, doc: Any, file: str) -> list[PackError]:
+def validation_errors(exc: ValidationError, doc: Any, file: str) -> list[PackError]:
+    """Each pydantic error as a PackError at the line of the document it points at."""
     out = []
     for err in exc.errors():
         loc = tuple(err["loc"])
@@ -152,23 +144,6 @@ class Pack:
         return None
 
 
-def rule_refs(rule: Rule) -> list[tuple[str, str]]:
-    """(field, name) of every drug or class a rule names."""
-    out: list[tuple[str, str]] = []
-    if isinstance(rule, InteractionRule):
-        out += [("a", n) for n in rule.a] + [("b", n) for n in rule.b]
-    elif isinstance(rule, BurdenRule):
-        out += [("all", n) for n in rule.all]
-        if rule.kind == "cns-count":
-            out.append(("counts", rule.counts))
-    elif isinstance(rule, RenalRule | HepaticRule | RenalMonitoringRule | ExpressionRule):
-        out += [("drugs", n) for n in rule.drugs]
-    elif isinstance(rule, EscalationRule):
-        out += [("with_classes", n) for n in rule.with_classes]
-        out += [("naloxone", n) for n in rule.naloxone]
-    return out
-
-
 def _suggest(kb: Knowledge, name: str) -> str | None:
     candidates = list(kb.classes.graph.nodes) + list(kb.names)
     close = difflib.get_close_matches(name.lower(), candidates, n=1, cutoff=0.75)
@@ -179,7 +154,7 @@ def _suggest(kb: Knowledge, name: str) -> str | None:
 
 def _check_refs(kb: Knowledge, loaded: LoadedRule) -> list[PackError]:
     errors = []
-    for field, name in rule_refs(loaded.rule):
+    for field, name in loaded.rule.refs():
         if kb.known(name):
             continue
         alias = kb.ingredient_of(name)
@@ -191,8 +166,6 @@ def _check_refs(kb: Knowledge, loaded: LoadedRule) -> list[PackError]:
 
 
 def _check_expressions(kb: Knowledge, loaded: LoadedRule) -> list[PackError]:
-    from cds.engine.expression import ExpressionError, compile_expression
-
     if not loaded.rule.when:
         return []
     try:
@@ -221,13 +194,17 @@ def load_pack(folder: Path | str, kb: Knowledge) -> Pack:
     if not isinstance(doc, dict):
         raise PackErrors([PackError("pack.yaml must be a mapping", file=str(meta_path))])
     try:
-        meta = PackMeta.model_validate(_strip(doc))
+        meta = PackMeta.model_validate(strip_marks(doc))
     except ValidationError as e:
-        raise PackErrors(_validation_errors(e, doc, str(meta_path))) from None
+        raise PackErrors(validation_errors(e, doc, str(meta_path))) from None
     errors: list[PackError] = []
-    if not satisfies(kb.version, meta.knowledge):
-        errors.append(PackError(f"needs knowledge {meta.knowledge}, installed is {kb.version}",
-                                file=str(meta_path), line=doc[LINES].get("knowledge"),
+    knowledge_line = doc[LINES].get("knowledge")
+    try:
+        if not satisfies(kb.version, meta.knowledge):
+            errors.append(PackError(f"needs knowledge {meta.knowledge}, installed is {kb.version}",
+                                    file=str(meta_path), line=knowledge_line, field="knowledge"))
+    except PackError as e:
+        errors.append(PackError(e.message, file=str(meta_path), line=knowledge_line,
                                 field="knowledge"))
     files = sorted({p for pattern in meta.rule_files for p in folder.glob(pattern)})
     if not files:
@@ -244,9 +221,9 @@ def load_pack(folder: Path | str, kb: Knowledge) -> Pack:
             errors.append(PackError("a rule file must be a mapping with 'rules:'", file=str(path)))
             continue
         try:
-            parsed = RuleFile.model_validate(_strip(rdoc))
+            parsed = RuleFile.model_validate(strip_marks(rdoc))
         except ValidationError as e:
-            errors += _validation_errors(e, rdoc, str(path))
+            errors += validation_errors(e, rdoc, str(path))
             continue
         for rule, raw in zip(parsed.rules, rdoc["rules"], strict=True):
             loaded = LoadedRule(rule, str(path), raw.get(LINE))

@@ -6,14 +6,12 @@ See docs/rule-packs.md for the authors' guide with an example of every rule type
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Severity = Literal["critical", "high", "moderate", "low", "info"]
-Family = Literal["interaction", "burden", "mme", "renal", "hepatic", "escalation"]
-Role = Literal["pharmacist", "prescriber", "pain-specialist", "specialist"]
-SEVERITIES: tuple[str, ...] = ("critical", "high", "moderate", "low", "info")
+from cds.vocabulary import Family, Role, Severity
+
 RULE_ID = r"^[a-z0-9][a-z0-9\-.]*$"
 SEMVER = r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.\-]+)?$"
 
@@ -69,9 +67,20 @@ class RuleBase(_Strict):
     when: str | None = None
     tags: list[str] = Field(default_factory=list)
 
+    #: The fields that hold drug or class names (the loader checks each against the knowledge).
+    ref_fields: ClassVar[tuple[str, ...]] = ()
+
     @property
     def family(self) -> Family:
         raise NotImplementedError
+
+    def refs(self) -> list[tuple[str, str]]:
+        """(field, name) of every drug or class the rule names."""
+        out: list[tuple[str, str]] = []
+        for name in self.ref_fields:
+            value = getattr(self, name)
+            out += [(name, v) for v in ([value] if isinstance(value, str) else value)]
+        return out
 
 
 class InteractionRule(RuleBase):
@@ -81,6 +90,7 @@ class InteractionRule(RuleBase):
     mechanism: str
     management: str
 
+    ref_fields: ClassVar[tuple[str, ...]] = ("a", "b")
     _lists = field_validator("a", "b", mode="before")(_as_list)
 
     @property
@@ -94,6 +104,11 @@ class BurdenRule(RuleBase):
     counts: str = "cns-active-beers"  # cns-count: the class whose members are counted
     min: float | None = None  # cns-count: number of drugs; anticholinergic: total score
     all: list[str] = Field(default_factory=list)  # combination: one drug of each
+
+    ref_fields: ClassVar[tuple[str, ...]] = ("all",)
+
+    def refs(self) -> list[tuple[str, str]]:
+        return super().refs() + ([("counts", self.counts)] if self.kind == "cns-count" else [])
 
     @model_validator(mode="after")
     def _shape(self) -> BurdenRule:
@@ -130,6 +145,7 @@ class RenalRule(RuleBase):
     max_daily_dose: DoseLimit | None = None
     extended_release: bool | None = None  # restrict to ER (True) or IR (False) products
 
+    ref_fields: ClassVar[tuple[str, ...]] = ("drugs",)
     _lists = field_validator("drugs", mode="before")(_as_list)
 
     @model_validator(mode="after")
@@ -150,6 +166,8 @@ class RenalMonitoringRule(RuleBase):
     max_age_days: int = Field(default=365, gt=0)
     drugs: list[str] = Field(default_factory=list)  # empty: every drug of the pack's renal rules
 
+    ref_fields: ClassVar[tuple[str, ...]] = ("drugs",)
+
     @property
     def family(self) -> Family:
         return "renal"
@@ -162,6 +180,7 @@ class HepaticRule(RuleBase):
     action: Literal["avoid", "reduce", "extend-interval", "monitor", "review"]
     max_daily_dose: DoseLimit | None = None
 
+    ref_fields: ClassVar[tuple[str, ...]] = ("drugs",)
     _lists = field_validator("drugs", mode="before")(_as_list)
 
     @property
@@ -179,6 +198,8 @@ class EscalationRule(RuleBase):
     min_prescribers: int = 2
     with_classes: list[str] = Field(default_factory=list)  # no-naloxone: also when present
     naloxone: list[str] = Field(default_factory=lambda: ["opioid-antagonist"])
+
+    ref_fields: ClassVar[tuple[str, ...]] = ("with_classes", "naloxone")
 
     @model_validator(mode="after")
     def _params(self) -> EscalationRule:
@@ -204,6 +225,7 @@ class ExpressionRule(RuleBase):
     drugs: list[str] = Field(default_factory=list)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    ref_fields: ClassVar[tuple[str, ...]] = ("drugs",)
     _lists = field_validator("drugs", mode="before")(_as_list)
 
     @model_validator(mode="after")

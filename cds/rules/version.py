@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from cds.errors import PackError
+
 _SPEC = re.compile(r"^\s*(>=|<=|==|>|<|~=)?\s*([0-9][0-9A-Za-z.\-]*)\s*$")
 
 
@@ -24,7 +26,7 @@ def satisfies(version: str, spec: str) -> bool:
     for clause in spec.split(","):
         m = _SPEC.match(clause)
         if not m:
-            raise ValueError(f"bad version specifier {clause!r}")
+            raise PackError(f"bad version specifier {clause!r} (write e.g. '>=2026.11.0')")
         op, target = m.group(1) or "==", key(m.group(2))
         ok = {">=": v >= target, "<=": v <= target, "==": v == target, ">": v > target,
               "<": v < target, "~=": v >= target and v[0][:1] == target[0][:1]}[op]

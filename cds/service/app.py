@@ -35,7 +35,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 
 from cds.engine.alerts import Alert
-from cds.errors import PackErrors
+from cds.errors import CdsError, PackErrors
 from cds.service.assemble import Assembled, BadRequest, assemble
 from cds.service.auth import AuthError, Verifier
 from cds.service.cards import CardContext, alert_to_card, incomplete_card, order_alerts
@@ -50,7 +50,7 @@ log = logging.getLogger("cds.service")
 SERVICE_LABEL = "cds medication safety"
 
 
-class HTTPProblem(Exception):
+class HTTPProblem(CdsError):
     def __init__(self, status: int, error: str, message: str, field: str | None = None,
                  **extra: Any) -> None:
         super().__init__(message)
@@ -143,7 +143,7 @@ def create_app(settings: Settings | None = None, *, config_path: Path | str | No
         except HTTPProblem as p:
             return p.response()
         snap = state.holder.get()
-        return _json(discovery(snap.pack_refs, settings.dispense_days))
+        return _json(discovery(snap.pack_refs, settings.dispense_days, date.today()))
 
     @app.post("/cds-services/{service_id}")
     async def hook(service_id: str, request: Request) -> Response:
@@ -285,9 +285,10 @@ async def _hook(state: ServiceState, service_id: str, request: Request,
     if body.get("prefetch") is not None and not isinstance(body.get("prefetch"), dict):
         raise HTTPProblem(400, "bad-request", "must be an object", "prefetch")
     settings = state.settings
+    today = date.today()  # the evaluation date of this call: the clock is read once, here
     t_fetch = time.perf_counter()
     try:
-        got = await gather(body, templates(settings.dispense_days), state.http(),
+        got = await gather(body, templates(settings.dispense_days, today), state.http(),
                            timeout=settings.fhir_timeout, allowed_servers=settings.fhir_servers,
                            max_pages=settings.fhir_max_pages)
     except PrefetchError as e:
@@ -295,7 +296,7 @@ async def _hook(state: ServiceState, service_id: str, request: Request,
     fetch_ms = (time.perf_counter() - t_fetch) * 1000
     snap = state.holder.get()  # one engine for the whole call, whatever a reload does
     work = _Work(service, snap, patient_id, got.values, context, instance, state.base_url,
-                 settings)
+                 settings, today)
     try:
         cards, issued, engine_ms = await anyio.to_thread.run_sync(work.run)
     except BadRequest as e:
@@ -323,7 +324,7 @@ def _safe_instance(instance: str) -> str:
         return "(not a uuid)"
 
 
-class _EngineFault(Exception):
+class _EngineFault(CdsError):
     def __init__(self, incident: str) -> None:
         super().__init__(incident)
         self.incident = incident
@@ -346,7 +347,7 @@ class _Work:
 
     def __init__(self, service: Service, snap: Snapshot, patient_id: str,
                  values: dict[str, Any], context: dict[str, Any], instance: str, base_url: str,
-                 settings: Settings) -> None:
+                 settings: Settings, today: date) -> None:
         self.service = service
         self.snap = snap
         self.patient_id = patient_id
@@ -355,17 +356,19 @@ class _Work:
         self.instance = instance
         self.base_url = base_url
         self.settings = settings
+        self.today = today
         self.problems: list[str] = []
         self.ctx = CardContext(hook_instance=instance, patient_id=patient_id)
 
     def run(self) -> tuple[list[dict[str, Any]], list[IssuedCard], float]:
         built: Assembled = assemble(self.patient_id, self.values, self.context,
                                     with_drafts=self.service.drafts,
-                                    dispense_days=self.settings.dispense_days, today=date.today())
+                                    dispense_days=self.settings.dispense_days, today=self.today)
         self.problems = built.problems
         t0 = time.perf_counter()
         try:
-            result = self.snap.engine.evaluate(built.patient, draft_orders=built.drafts)
+            result = self.snap.engine.evaluate(built.patient, as_of=self.today,
+                                               draft_orders=built.drafts)
         except Exception as e:  # noqa: BLE001 - one patient's fault must not spread
             incident = uuid.uuid4().hex[:12]
             tb = e.__traceback__
@@ -381,7 +384,7 @@ class _Work:
             hook_instance=self.instance, patient_id=self.patient_id,
             user_id=self.context.get("userId"), encounter_id=self.context.get("encounterId"),
             orders=built.orders, indicators=s.indicators, pack_urls=s.pack_urls,
-            base_url=self.base_url, dose_units=self.snap.dose_units,
+            base_url=self.base_url,
             override_reason_system=s.override_reason_system, topic_system=s.topic_system)
         cards = []
         issued = []

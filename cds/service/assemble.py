@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cds.errors import InputError
+from cds.errors import CdsError, InputError
 from cds.io import fhir_condition, fhir_medication_order, fhir_observation, fhir_patient_demographics
 from cds.patient import Condition, MedicationOrder, Observation, Patient
 from cds.service.cards import OrderRef
@@ -24,7 +24,7 @@ MED_TYPES = ("MedicationRequest", "MedicationStatement", "MedicationDispense")
 _WITHDRAWN = frozenset({"entered-in-error", "cancelled"})
 
 
-class BadRequest(Exception):
+class BadRequest(CdsError):
     """A request the service cannot act on: a 400 naming the field."""
 
     def __init__(self, message: str, field: str | None = None) -> None:
@@ -121,7 +121,7 @@ def drafts_from(context: Mapping[str, Any], index: Mapping[str, dict[str, Any]]
 
 
 def assemble(patient_id: str, values: Mapping[str, Any], context: Mapping[str, Any], *,
-             with_drafts: bool, dispense_days: int, today: date | None = None) -> Assembled:
+             with_drafts: bool, dispense_days: int, today: date) -> Assembled:
     """Build the Patient from prefetch values (key -> resource, Bundle or None)."""
     resources: list[dict[str, Any]] = []
     for key, value in values.items():
@@ -149,7 +149,7 @@ def assemble(patient_id: str, values: Mapping[str, Any], context: Mapping[str, A
     observations: list[Observation] = []
     meds: list[MedicationOrder] = []
     conditions: list[Condition] = []
-    cutoff = (today or date.today()) - timedelta(days=dispense_days)
+    cutoff = today - timedelta(days=dispense_days)
     for res in resources:
         rtype = res["resourceType"]
         try:

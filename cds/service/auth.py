@@ -22,10 +22,11 @@ import httpx
 import jwt
 from jwt import PyJWK
 
+from cds.errors import CdsError
 from cds.service.config import ASYMMETRIC_ALGORITHMS, Issuer, Settings
 
 
-class AuthError(Exception):
+class AuthError(CdsError):
     """401: the request is not from a client this service trusts."""
 
     def __init__(self, message: str) -> None:

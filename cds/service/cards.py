@@ -17,10 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cds.engine.alerts import Alert, Suggestion
+from cds.vocabulary import RXNORM, SNOMED, UCUM
 
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-SNOMED = "http://snomed.info/sct"
-UCUM = "http://unitsofmeasure.org"
 INDICATORS = ("info", "warning", "critical")
 SUMMARY_MAX = 139  # the specification: "<140-character summary"
 
@@ -82,7 +80,6 @@ class CardContext:
     indicators: Mapping[str, str] = field(default_factory=dict)
     pack_urls: Mapping[str, str] = field(default_factory=dict)  # pack id or pack@version -> url
     base_url: str | None = None
-    dose_units: Mapping[str, str] = field(default_factory=dict)
     override_reason_system: str = "urn:cds:CodeSystem:override-reason"
     topic_system: str = "urn:cds:CodeSystem:alert-family"
 
@@ -232,7 +229,7 @@ def _actions(s: Suggestion, alert: Alert, ctx: CardContext) -> list[dict[str, An
     if s.kind == "reduce-dose":
         if s.max_daily_dose is None:
             return []
-        unit = ctx.dose_units.get(alert.rule, "mg")
+        unit = s.unit or "mg"
         limit = f"{s.max_daily_dose:g} {unit}" + ("" if unit.endswith("/h") else " per day")
         out = []
         for r in _targets(s, ctx):

@@ -34,7 +34,7 @@ SERVICES: dict[str, Service] = {s.id: s for s in (
 
 
 def discovery(pack_refs: tuple[str, ...], dispense_days: int,
-              today: date | None = None) -> dict[str, Any]:
+              today: date) -> dict[str, Any]:
     prefetch = templates(dispense_days, today)
     packs = ", ".join(pack_refs) or "no rule packs"
     return {"services": [

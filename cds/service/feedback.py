@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cds.errors import CdsError, UsageError
+
 log = logging.getLogger("cds.service")
 
 _SCHEMA = """
@@ -56,7 +58,7 @@ CREATE INDEX IF NOT EXISTS cards_rule ON cards (rule);
 """
 
 
-class FeedbackError(ValueError):
+class FeedbackError(CdsError, ValueError):
     """A feedback body that does not follow the specification: a 400 naming the field."""
 
     def __init__(self, message: str, field: str) -> None:
@@ -279,7 +281,7 @@ class FeedbackStore:
 
     def count(self, table: str) -> int:
         if table not in ("cards", "feedback"):
-            raise ValueError(table)
+            raise UsageError(f"no table {table!r} (cards, feedback)")
         self.flush()
         with self._lock:
             return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])

@@ -19,7 +19,8 @@ from urllib.parse import quote, urljoin
 import httpx
 import orjson
 
-LOINC = "http://loinc.org"
+from cds.errors import CdsError
+from cds.vocabulary import LOINC
 
 #: Observation kind -> LOINC codes searched for it (those cds.io reads for that kind).
 OBSERVATION_CODES = {
@@ -49,11 +50,11 @@ def _codes(kind: str) -> str:
     return ",".join(f"{LOINC}|{c}" for c in OBSERVATION_CODES[kind])
 
 
-def templates(dispense_days: int, today: date | None = None) -> dict[str, str]:
+def templates(dispense_days: int, today: date) -> dict[str, str]:
     """The prefetch templates of every service. CDS Hooks 2.0 has no date token, so the
     dispense window is written as a date: a client that caches discovery sends a longer
     window, never a shorter one, and the service keeps only the last `dispense_days`."""
-    since = (today or date.today()) - timedelta(days=dispense_days)
+    since = today - timedelta(days=dispense_days)
     pid = "{{context.patientId}}"
     out = {
         "patient": f"Patient/{pid}",
@@ -67,7 +68,7 @@ def templates(dispense_days: int, today: date | None = None) -> dict[str, str]:
     return out
 
 
-class PrefetchError(Exception):
+class PrefetchError(CdsError):
     """The data can be had neither from prefetch nor from the FHIR server: answer 412."""
 
     def __init__(self, message: str, keys: list[str]) -> None:

@@ -19,8 +19,6 @@ from cds.rules.loader import Pack
 @dataclass(frozen=True)
 class Snapshot:
     engine: Engine
-    #: rule ref (pack/rule-id) -> unit of its max daily dose, for reduce-dose suggestions
-    dose_units: dict[str, str]
     packs: dict[str, Pack]  # pack@version -> Pack
     loaded_at: str
     generation: int
@@ -33,13 +31,7 @@ class Snapshot:
 def build_snapshot(packs: list[str] | None, rulesets: list[Path], backend: str,
                    generation: int = 1) -> Snapshot:
     engine = load_engine(packs, roots=rulesets, backend=backend)  # type: ignore[arg-type]
-    units: dict[str, str] = {}
-    for pack in engine.packs:
-        for loaded in pack.rules:
-            limit = getattr(loaded.rule, "max_daily_dose", None)
-            if limit is not None:
-                units[f"{pack.id}/{loaded.rule.id}"] = str(limit.unit)
-    return Snapshot(engine=engine, dose_units=units, packs={p.ref: p for p in engine.packs},
+    return Snapshot(engine=engine, packs={p.ref: p for p in engine.packs},
                     loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
                     generation=generation)
 

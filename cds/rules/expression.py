@@ -18,14 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cds.errors import ExpressionError
 from cds.knowledge.facts import Facts
+
+__all__ = ["FUNCTIONS", "NAMES", "Expression", "ExpressionError", "compile_expression"]
 
 Trace = list[tuple[str, Any]]
 Fn = Callable[[Facts, Trace | None], Any]
-
-
-class ExpressionError(ValueError):
-    pass
 
 
 NAMES: dict[str, Callable[[Facts], Any]] = {

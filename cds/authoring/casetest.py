@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cds.authoring.cases import LoadedCase, load_cases
 from cds.engine.evaluator import Engine
 from cds.knowledge.store import Knowledge
-from cds.rules.cases import LoadedCase, load_cases
 from cds.rules.loader import Pack
 
 

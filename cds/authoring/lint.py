@@ -4,21 +4,9 @@ from __future__ import annotations
 
 import string
 
+from cds.engine.kinds import kind_of
 from cds.knowledge.store import Knowledge
-from cds.rules.loader import Pack, rule_refs
-
-#: Placeholders each rule type fills (see docs/rule-packs.md).
-PLACEHOLDERS: dict[str, set[str]] = {
-    "interaction": {"a", "b"},
-    "burden": {"count", "min", "drugs", "acb", "scores", "drug1", "drug2", "drug3"},
-    "mme": {"mme", "threshold"},
-    "renal": {"drug", "measure", "value", "action", "max_dose", "daily_dose"},
-    "renal-monitoring": {"state", "drugs", "max_age_days"},
-    "hepatic": {"drug", "child_pugh", "child_pugh_score", "action", "max_dose", "daily_dose"},
-    "escalation": {"mme", "why", "baseline", "since", "days", "change", "threshold", "before",
-                   "covered", "count", "prescribers"},
-    "expression": {"drugs"},
-}
+from cds.rules.loader import Pack
 
 
 def _fields(template: str) -> set[str]:
@@ -45,13 +33,13 @@ def lint_warnings(pack: Pack, kb: Knowledge) -> list[str]:
     for loaded in pack.rules:
         r = loaded.rule
         where = f"{loaded.file}:{loaded.line}, rule {r.id}"
-        for field, name in rule_refs(r):
+        for field, name in r.refs():
             for cls in _unconfirmed_within(kb, name):
                 via = "" if cls == name else f" (through its subclass {cls!r})"
                 out.append(f"{where}: field {field}: {name!r} reaches class {cls!r}, marked "
                            f"unconfirmed in the knowledge base{via}; confirm it against its "
                            "source before shipping")
-        allowed = PLACEHOLDERS.get(r.type, set())
+        allowed = kind_of(r).placeholders
         for part, text in (("summary", r.summary), ("rationale", r.rationale)):
             unknown = _fields(text) - allowed
             if unknown:

@@ -1,6 +1,6 @@
 """A synthetic FHIR Bulk Data export of a chronic-pain panel, for demos, tests and benchmarks.
 
-Seeded and deterministic. Real RxNorm products (cds/knowledge/data/rxnorm_products.csv) in
+Seeded and deterministic. Real RxNorm products (the knowledge base's product table) in
 realistic mixes: opioids at varied doses, benzodiazepines, gabapentinoids, muscle relaxants,
 antidepressants and everyday drugs; renal function (creatinine, some eGFR) and weights;
 order history (completed orders at lower doses, dispenses by several prescribers) so the
@@ -10,22 +10,19 @@ without a drug code, truncated JSON lines, unknown drugs, records without a subj
 
 from __future__ import annotations
 
-import csv
 import gzip
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
-from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-LOINC = "http://loinc.org"
-SNOMED = "http://snomed.info/sct"
-UCUM = "http://unitsofmeasure.org"
+from cds.knowledge import Knowledge, default_knowledge
+from cds.vocabulary import LOINC, RXNORM, SNOMED, UCUM
+
 FILES = ("Patient", "MedicationRequest", "MedicationDispense", "Observation", "Condition",
          "Medication")
 #: The date the synthetic history is anchored to when none is given (the bundled panel's).
@@ -62,7 +59,6 @@ _OPIOIDS = [("oxycodone",), ("acetaminophen", "hydrocodone"), ("acetaminophen", 
             ("tramadol",), ("morphine",), ("hydromorphone",), ("fentanyl",), ("tapentadol",),
             ("methadone",), ("oxymorphone",), ("acetaminophen", "codeine")]
 _OPIOID_WEIGHTS = [22, 20, 12, 16, 9, 5, 5, 3, 3, 1, 4]
-_OPIOID_KEYS = {tuple(sorted(o)) for o in _OPIOIDS}
 _BENZOS = [("alprazolam",), ("lorazepam",), ("diazepam",), ("clonazepam",), ("temazepam",)]
 _BENZO_KEYS = {tuple(sorted(b)) for b in _BENZOS}
 _ADJUVANTS = [("gabapentin",), ("pregabalin",), ("cyclobenzaprine",), ("duloxetine",),
@@ -87,17 +83,17 @@ class Product:
     strength: float
 
 
-def _products() -> dict[tuple[str, ...], list[Product]]:
+def _products(kb: Knowledge) -> dict[tuple[str, ...], list[Product]]:
+    """The knowledge base's clinical drugs (SCD) in the dose forms the generator writes, by
+    ingredient set."""
     out: dict[tuple[str, ...], list[Product]] = {}
-    text = resources.files("cds.knowledge").joinpath("data/rxnorm_products.csv").read_text()
-    for row in csv.DictReader(text.splitlines()):
-        units = _FORM_UNITS.get(row["dose_form"])
-        if units is None or row["tty"] != "SCD":
+    for p in kb.products.values():
+        units = _FORM_UNITS.get(p.dose_form)
+        if units is None or p.tty != "SCD":
             continue
-        key = tuple(sorted(row["ingredients"].split("|")))
-        strength = float(row["strengths"].split("|")[-1] or 0)
-        out.setdefault(key, []).append(Product(row["rxcui"], row["name"], key, row["dose_form"],
-                                               row["route"], *units, strength))
+        key = tuple(sorted(c.ingredient for c in p.components))
+        out.setdefault(key, []).append(Product(p.rxcui, p.name, key, p.dose_form, p.route or "",
+                                               *units, p.components[-1].strength))
     return out
 
 
@@ -130,7 +126,8 @@ class _Gen:
         self.r = random.Random(seed)
         self.anchor = anchor
         self.dirty = dirty
-        self.products = _products()
+        self.kb = default_knowledge()
+        self.products = _products(self.kb)
         self.medications: dict[str, dict[str, Any]] = {}
 
     def pick(self, options: Sequence[tuple[str, ...]], weights: list[int] | None = None,
@@ -243,7 +240,7 @@ class _Gen:
             p = self.pick(_OTHERS)
             if p:
                 meds.append((p, 1, r.choice((1, 1, 2)), False))
-        on_opioids = any(p.ingredients in _OPIOID_KEYS for p, *_ in meds)
+        on_opioids = any(self.kb.is_opioid(p.ingredients) for p, *_ in meds)
         if on_opioids and r.random() < 0.25:
             p = self.pick([("naloxone",)])
             if p:
@@ -286,7 +283,7 @@ class _Gen:
                 continue
             yield "MedicationRequest", req
             # fills: every 30 days since the start, sometimes by another prescriber's order
-            controlled = p.ingredients in _OPIOID_KEYS or p.ingredients in _BENZO_KEYS
+            controlled = self.kb.is_opioid(p.ingredients) or p.ingredients in _BENZO_KEYS
             fills = min(3, max(1, started // 30)) if controlled else int(r.random() < 0.4)
             for f in range(fills):
                 days_ago = max(1, started - 30 * f)

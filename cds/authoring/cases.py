@@ -65,7 +65,7 @@ class LoadedCase(BaseModel):
 def load_cases(pack_dir: Path) -> list[LoadedCase]:
     """Every case of a pack, each patient parsed; errors name the case file and line."""
     from cds.io import patient_from_native, read_patient
-    from cds.rules.loader import LINE, _strip, _validation_errors, read_yaml
+    from cds.rules.loader import LINE, read_yaml, strip_marks, validation_errors
 
     out: list[LoadedCase] = []
     errors: list[PackError] = []
@@ -78,9 +78,9 @@ def load_cases(pack_dir: Path) -> list[LoadedCase]:
         for raw in raw_cases:
             line = raw.get(LINE) if isinstance(raw, dict) else None
             try:
-                case = Case.model_validate(_strip(raw))
+                case = Case.model_validate(strip_marks(raw))
             except ValidationError as e:
-                errors += _validation_errors(e, raw, str(path))
+                errors += validation_errors(e, raw, str(path))
                 continue
             try:
                 if case.patient_file:

@@ -1,0 +1,113 @@
+"""Escalation rules: what the opioid history says as of the evaluation date (rising dose, a
+threshold newly crossed, rapid taper after long-term therapy, long-term therapy, several
+prescribers, no naloxone). The history itself is knowledge (`Facts.exposure`), built once per
+patient; this kind only asks it questions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, timedelta
+from typing import Any, ClassVar
+
+from cds.engine.alerts import CompiledRule, Finding
+from cds.engine.kinds.base import Condition, Index, RuleKind
+from cds.knowledge.facts import Facts
+from cds.knowledge.normalize import NormalizedMed
+
+#: Naloxone dispensed or ordered this recently still counts as "on file".
+NALOXONE_LOOKBACK_DAYS = 730
+
+
+def _finding(cr: CompiledRule, meds: Iterable[NormalizedMed], values: dict[str, Any]) -> Finding:
+    return Finding(cr, tuple(meds), values, 0.0, ("escalation", cr.rule.kind))
+
+
+def _no_naloxone(cr: CompiledRule, facts: Facts, index: Index) -> Finding | None:
+    r = cr.rule
+    opioids = facts.opioid_meds
+    if not opioids:
+        return None
+    now = facts.mme.total
+    reasons = []
+    if r.threshold is not None and now >= r.threshold:
+        reasons.append(f"{now:.1f} MME/day (>= {r.threshold:g})")
+    for c in r.with_classes:
+        if facts.has(c):
+            names = ", ".join(facts.meds[i].label for i in facts.meds_with(c))
+            reasons.append(f"with {c}: {names}")
+    if not reasons:
+        return None
+    since = facts.as_of - timedelta(days=NALOXONE_LOOKBACK_DAYS)
+    is_a = index.kb.classes.is_a
+    for med in (*facts.meds, *facts.history):
+        is_naloxone = any(is_a(i, ref) for i in med.ingredients for ref in r.naloxone)
+        if is_naloxone and (med.current or (med.start or med.dispensed or date.min) >= since):
+            return None
+    return _finding(cr, opioids, {"mme": round(now, 1), "why": "; ".join(reasons)})
+
+
+class EscalationKind(RuleKind):
+    type = "escalation"
+    placeholders: ClassVar[frozenset[str]] = frozenset(
+        {"mme", "why", "baseline", "since", "days", "change", "threshold", "before", "covered",
+         "count", "prescribers"})
+
+    def match(self, cr: CompiledRule, facts: Facts, index: Index) -> Finding | None:
+        r = cr.rule
+        if r.kind == "no-naloxone":
+            return _no_naloxone(cr, facts, index)
+        opioids = facts.opioid_meds
+        hist = facts.exposure
+        if not opioids and not hist:
+            return None
+        now = facts.mme.total
+        as_of = facts.as_of
+        if r.kind == "long-term-opioid":
+            if not opioids or not hist.long_term(as_of, r.days):
+                return None
+            covered = hist.covered_days(as_of - timedelta(days=r.days), as_of + timedelta(days=1))
+            earliest = hist.earliest
+            assert earliest is not None
+            return _finding(cr, opioids, {"days": r.days, "covered": covered,
+                                          "since": earliest.isoformat(), "mme": round(now, 1)})
+        if r.kind == "multiple-prescribers":
+            prescribers = hist.prescribers_since(as_of - timedelta(days=r.days))
+            if len(prescribers) < r.min_prescribers:
+                return None
+            meds = [m for ms in prescribers.values() for m in ms]
+            return _finding(cr, meds, {"count": len(prescribers), "days": r.days,
+                                       "prescribers": ", ".join(sorted(prescribers))})
+        then = as_of - timedelta(days=r.days)
+        baseline = hist.mme_on(then)
+        if r.kind == "mme-increase":
+            if baseline <= 0 or now < baseline * (1 + r.percent / 100):
+                return None
+            return _finding(cr, opioids, {"mme": round(now, 1), "baseline": round(baseline, 1),
+                                          "since": then.isoformat(), "days": r.days,
+                                          "change": f"+{(now / baseline - 1) * 100:.0f}%"})
+        if r.kind == "mme-crossing":
+            if now < r.threshold:
+                return None
+            # crossed within the window: somewhere in it the total was still below the threshold
+            before = min((hist.mme_on(d) for d in hist.days_between(then, as_of)), default=0.0)
+            if before >= r.threshold:
+                return None
+            return _finding(cr, opioids, {"mme": round(now, 1), "threshold": r.threshold,
+                                          "before": round(before, 1), "days": r.days})
+        # rapid-taper: a fall of `percent` or more within `days` after long-term therapy
+        if baseline <= 0 or now > baseline * (1 - r.percent / 100) or not hist.long_term(then):
+            return None
+        involved = opioids or tuple(m for m, _ in hist.active_on(then))
+        return _finding(cr, involved, {
+            "mme": round(now, 1), "baseline": round(baseline, 1), "since": then.isoformat(),
+            "days": r.days, "change": "stopped" if now == 0 else f"-{(1 - now / baseline) * 100:.0f}%"})
+
+    def explain(self, rule: Any, facts: Facts, index: Index) -> list[Condition]:
+        out = [Condition("total MME/day now", round(facts.mme.total, 2), None)]
+        if rule.days:
+            h = facts.exposure
+            then = facts.as_of - timedelta(days=rule.days)
+            out.append(Condition(f"total MME/day on {then.isoformat()}", round(h.mme_on(then), 2),
+                                 None))
+            out.append(Condition("long-term opioid therapy as of then", h.long_term(then), None))
+        return out

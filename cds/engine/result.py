@@ -1,0 +1,56 @@
+"""What one evaluation returns: the alerts, the MME, what was not recognized and the patient
+summary. `Result.to_dict()` is the `cds check --format json` contract (README): fields are
+only ever added, never renamed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from cds.engine.alerts import Alert
+from cds.engine.summary import PatientSummary
+from cds.knowledge.mme import MmeResult
+from cds.knowledge.normalize import NormalizedMed
+
+
+def _r(x: float) -> float:
+    return round(x, 2)
+
+
+def mme_to_dict(m: MmeResult) -> dict[str, Any]:
+    return {
+        "total": _r(m.total),
+        "items": [{"medication": i.medication, "ingredient": i.ingredient,
+                   "daily_dose": _r(i.daily_dose), "unit": i.unit, "factor": i.factor,
+                   "mme": _r(i.mme), "factor_status": i.factor_status, "source": i.source}
+                  for i in m.items],
+        "excluded": [{"medication": e.medication, "reason": e.reason} for e in m.excluded],
+        "factor_set": m.factor_set,
+    }
+
+
+@dataclass(frozen=True)
+class Result:
+    patient: str
+    as_of: date
+    packs: tuple[str, ...]
+    knowledge: str
+    mme: MmeResult
+    unrecognized: tuple[NormalizedMed, ...]
+    alerts: tuple[Alert, ...]
+    summary: PatientSummary
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "patient": self.patient,
+            "packs": list(self.packs),
+            "mme": mme_to_dict(self.mme),
+            "unrecognized": [{"medication": m.label, "reason": m.reason or "not recognized"}
+                             for m in self.unrecognized],
+            "alerts": [a.to_dict() for a in self.alerts],
+            "as_of": self.as_of.isoformat(),
+            "knowledge": self.knowledge,
+            "summary": self.summary.to_dict(),
+        }

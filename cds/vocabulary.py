@@ -1,0 +1,92 @@
+"""The domain's fixed vocabularies, each written once: severities, families, roles, code
+systems and routes of administration. Every layer (input, knowledge, rules, engine, renderers)
+reads them from here, so two layers can never spell one idea two ways.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+# -- severities, alert families, roles --------------------------------------------------------
+
+Severity = Literal["critical", "high", "moderate", "low", "info"]
+#: Most severe first: the one severity order of the product (priority, dedup, worklist, CLI).
+SEVERITIES: tuple[str, ...] = get_args(Severity)
+SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}
+
+Family = Literal["interaction", "burden", "mme", "renal", "hepatic", "escalation"]
+#: Families a rule can declare.
+RULE_FAMILIES: tuple[str, ...] = get_args(Family)
+#: Findings about the record itself (what could not be checked), not about a rule's topic.
+DATA_QUALITY = "data-quality"
+#: Every family an alert can carry.
+ALERT_FAMILIES: tuple[str, ...] = (*RULE_FAMILIES, DATA_QUALITY)
+
+Role = Literal["pharmacist", "prescriber", "pain-specialist", "specialist"]
+ROLES: tuple[str, ...] = get_args(Role)
+
+# -- code systems -------------------------------------------------------------------------------
+
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+SNOMED = "http://snomed.info/sct"
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+
+# -- routes of administration -----------------------------------------------------------------
+
+#: The route words rules and knowledge files use. `injection` is a parenteral route the dose form
+#: does not narrow down ("Injectable Solution"); a stated route keeps its own word.
+ROUTES = frozenset({
+    "oral", "transdermal", "buccal", "sublingual", "nasal", "rectal", "topical", "ophthalmic",
+    "inhalation", "intravenous", "intramuscular", "subcutaneous", "injection", "epidural",
+    "intrathecal", "vaginal", "otic",
+})
+
+#: SNOMED CT route-of-administration codes (qualifier values) -> route word.
+SNOMED_ROUTES: dict[str, str] = {
+    "26643006": "oral",
+    "45890007": "transdermal",
+    "54471007": "buccal",
+    "37839007": "sublingual",
+    "46713006": "nasal",
+    "37161004": "rectal",
+    "47625008": "intravenous",
+    "78421000": "intramuscular",
+    "34206005": "subcutaneous",
+}
+
+#: Spellings seen in orders and sigs -> route word.
+_ROUTE_SPELLINGS: dict[str, str] = {
+    "po": "oral", "p.o.": "oral", "by mouth": "oral", "orally": "oral", "oral use": "oral",
+    "td": "transdermal", "sl": "sublingual", "intranasal": "nasal", "pr": "rectal",
+    "iv": "intravenous", "im": "intramuscular", "sc": "subcutaneous", "subq": "subcutaneous",
+    "subcut": "subcutaneous", "sq": "subcutaneous", "cutaneous": "topical",
+    "respiratory tract": "inhalation", "inhaled": "inhalation",
+}
+
+
+def route_word(text: str | None) -> str | None:
+    """The route word for a route as written ("PO", "Oral route (qualifier value)", "IV"); text
+    that names no known route is kept, lower case, so it is reported rather than guessed."""
+    if text is None:
+        return None
+    word = text.strip().lower().replace("(qualifier value)", "").strip()
+    word = word.removesuffix(" route").removeprefix("route:").strip()
+    if not word:
+        return None
+    if word in ROUTES:
+        return word
+    if word in _ROUTE_SPELLINGS:
+        return _ROUTE_SPELLINGS[word]
+    for spelled, route in _SUBSTRINGS:  # "oral tablet", "intravenous push", "by mouth daily"
+        if spelled in word:
+            return route
+    return word
+
+
+#: Spellings of more than three letters, longest first, for finding a route inside a phrase.
+_SUBSTRINGS: tuple[tuple[str, str], ...] = tuple(sorted(
+    [(r, r) for r in ROUTES if len(r) > 3]
+    + [(k, v) for k, v in _ROUTE_SPELLINGS.items() if len(k) > 3],
+    key=lambda kv: len(kv[0]), reverse=True))
