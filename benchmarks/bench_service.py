@@ -23,6 +23,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import date
 from typing import Any
 
 import httpx
@@ -182,15 +183,17 @@ def test_engine_only(benchmark: Any) -> None:
     """The engine's share: the same patient and draft, evaluated in-process."""
     engine = load_engine()
     body = hook_body()
-    built = assemble(PID, body["prefetch"], body["context"], with_drafts=True, dispense_days=180)
+    today = date.today()
+    built = assemble(PID, body["prefetch"], body["context"], with_drafts=True, dispense_days=180,
+                     today=today)
     assert len(built.patient.medications) == 20
-    result = engine.evaluate(built.patient, draft_orders=built.drafts)
+    result = engine.evaluate(built.patient, as_of=today, draft_orders=built.drafts)
     assert result.alerts
     times: list[float] = []
 
     def once() -> None:
         t0 = time.perf_counter()
-        engine.evaluate(built.patient, draft_orders=built.drafts)
+        engine.evaluate(built.patient, as_of=today, draft_orders=built.drafts)
         times.append(time.perf_counter() - t0)
 
     benchmark.pedantic(once, rounds=2000, warmup_rounds=50, iterations=1)
@@ -199,7 +202,8 @@ def test_engine_only(benchmark: Any) -> None:
     # parsing the FHIR of 20 orders + the draft, separately (part of the HTTP path)
     t0 = time.perf_counter()
     for _ in range(200):
-        assemble(PID, body["prefetch"], body["context"], with_drafts=True, dispense_days=180)
+        assemble(PID, body["prefetch"], body["context"], with_drafts=True, dispense_days=180,
+                 today=today)
         fhir_medication_order(body["context"]["draftOrders"]["entry"][0]["resource"], {})
     RESULTS["assemble"] = {"mean_ms": (time.perf_counter() - t0) / 200 * 1000}
 
