@@ -113,6 +113,37 @@ class RuleKind:
         return []
 
 
+class DrugDoseKind(RuleKind):
+    """A rule about named drugs in a patient state (a kidney function band, a Child-Pugh
+    class), with an optional maximum daily dose: one finding per medication, only when its
+    daily dose is over the maximum if the rule sets one (renal, hepatic)."""
+
+    def index(self, cr: CompiledRule, index: Index) -> None:
+        index.add_by_ingredient(cr, cr.rule.drugs)
+
+    def dose_limit(self, rule: Any) -> Any:
+        return rule.max_daily_dose
+
+    def per_med(self, cr: CompiledRule, meds: list[NormalizedMed],
+                state: dict[str, Any]) -> list[Finding]:
+        """The findings of the medications, `state` (the patient's values) in each."""
+        limit = cr.rule.max_daily_dose
+        out = []
+        for med in meds:
+            values: dict[str, Any] = {"drug": med.label, **state}
+            if limit is not None and not dose_over_limit(limit, med, values):
+                continue
+            out.append(Finding(cr, (med,), values, 1.0, (self.type, med.order_id, cr.ref)))
+        return out
+
+    def explain_drug(self, rule: Any, facts: Facts, state: Condition) -> list[Condition]:
+        """Drug present, the patient's state, and the doses when the rule sets a maximum."""
+        out = [present(rule.drugs, facts), state]
+        if rule.max_daily_dose is not None:
+            out.append(dose_condition(rule, facts))
+        return out
+
+
 # -- helpers several kinds share -------------------------------------------------------------
 
 def specificity(kb: Knowledge, ref: str) -> float:

@@ -6,14 +6,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from cds.engine.alerts import CompiledRule, Finding
-from cds.engine.kinds.base import (
-    Condition,
-    Index,
-    RuleKind,
-    dose_condition,
-    dose_over_limit,
-    present,
-)
+from cds.engine.kinds.base import Condition, DrugDoseKind, Index
 from cds.knowledge.facts import Facts
 from cds.knowledge.normalize import NormalizedMed
 
@@ -40,16 +33,10 @@ def band_text(rule: Any) -> str:
         rule.at_least is not None and f">= {rule.at_least:g}") if s)
 
 
-class RenalKind(RuleKind):
+class RenalKind(DrugDoseKind):
     type = "renal"
     placeholders: ClassVar[frozenset[str]] = frozenset(
         {"drug", "measure", "value", "action", "max_dose", "daily_dose"})
-
-    def index(self, cr: CompiledRule, index: Index) -> None:
-        index.add_by_ingredient(cr, cr.rule.drugs)
-
-    def dose_limit(self, rule: Any) -> Any:
-        return rule.max_daily_dose
 
     def match_meds(self, cr: CompiledRule, meds: list[NormalizedMed], facts: Facts,
                    index: Index) -> list[Finding]:
@@ -57,23 +44,13 @@ class RenalKind(RuleKind):
         v = kidney_value(r, facts)
         if v is None or not in_band(r, v):
             return []
-        out = []
-        for med in meds:
-            if r.extended_release is not None and med.extended_release != r.extended_release:
-                continue
-            values: dict[str, Any] = {"drug": med.label,
-                                      "measure": "CrCl" if r.measure == "crcl" else "eGFR",
-                                      "value": round(v, 1), "action": r.action}
-            if r.max_daily_dose is not None and not dose_over_limit(r.max_daily_dose, med, values):
-                continue
-            out.append(Finding(cr, (med,), values, 1.0, ("renal", med.order_id, cr.ref)))
-        return out
+        if r.extended_release is not None:
+            meds = [m for m in meds if m.extended_release == r.extended_release]
+        return self.per_med(cr, meds, {"measure": "CrCl" if r.measure == "crcl" else "eGFR",
+                                       "value": round(v, 1), "action": r.action})
 
     def explain(self, rule: Any, facts: Facts, index: Index) -> list[Condition]:
         v = kidney_value(rule, facts)
-        out = [present(rule.drugs, facts),
-               Condition(f"{rule.measure} {band_text(rule)}", "unknown" if v is None else round(v, 1),
-                         None if v is None else in_band(rule, v))]
-        if rule.max_daily_dose is not None:
-            out.append(dose_condition(rule, facts))
-        return out
+        return self.explain_drug(rule, facts, Condition(
+            f"{rule.measure} {band_text(rule)}", "unknown" if v is None else round(v, 1),
+            None if v is None else in_band(rule, v)))
