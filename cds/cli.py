@@ -98,18 +98,22 @@ def _print_result(result) -> None:  # type: ignore[no-untyped-def]
     out.print(f"[bold]Patient[/] {result.patient}   as of {result.as_of}   "
               f"packs: {', '.join(result.packs)}")
     m = result.mme
-    t = Table(title=f"MME {m.total:.1f} mg/day ({m.factor_set})", title_justify="left")
-    for col in ("medication", "ingredient", "daily dose", "factor", "MME"):
+    bound = " (lower bound: an opioid could not be counted)" if m.lower_bound else ""
+    t = Table(title=f"MME {m.total:.1f} MME/day ({m.factor_set}){bound}", title_justify="left")
+    for col in ("medication", "ingredient", "route", "daily dose", "factor", "MME"):
         t.add_column(col, justify="right" if col in ("factor", "MME") else "left")
     for i in m.items:
-        t.add_row(i.medication, i.ingredient, f"{i.daily_dose:g} {i.unit}",
+        t.add_row(i.medication, i.ingredient,
+                  i.route + ("" if i.route_basis == "stated" else f" ({i.route_basis})"),
+                  f"{i.daily_dose:g} {i.unit}",
                   f"{i.factor:g}" + (" (analytic)" if i.factor_status == "analytic" else ""),
                   f"{i.mme:.1f}")
     out.print(t)
+    for i in m.items:
+        for note in i.assumed:
+            out.print(f"  [yellow]assumed:[/] {i.medication}: {note}")
     for e in m.excluded:
         out.print(f"  [dim]not counted:[/] {e.medication}: {e.reason}")
-    for u in result.unrecognized:
-        out.print(f"  [yellow]unrecognized:[/] {u.label}: {u.reason}")
     if not result.alerts:
         out.print("[green]No alerts.[/]")
         return

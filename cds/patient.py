@@ -72,6 +72,8 @@ class MedicationOrder(_Model):
     dose: float | None = Field(default=None, ge=0)
     dose_high: float | None = Field(default=None, ge=0)
     dose_unit: str | None = None
+    #: Where the dose's unit was read (a FHIR path), so a record problem names its field
+    dose_field: str | None = None
     route: str | None = None
     timing: Timing | None = None
     as_needed: bool = False

@@ -14,13 +14,11 @@ Severity = Literal["critical", "high", "moderate", "low", "info"]
 SEVERITIES: tuple[str, ...] = get_args(Severity)
 SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}
 
-Family = Literal["interaction", "burden", "mme", "renal", "hepatic", "escalation"]
-#: Families a rule can declare.
-RULE_FAMILIES: tuple[str, ...] = get_args(Family)
-#: Findings about the record itself (what could not be checked), not about a rule's topic.
+Family = Literal["interaction", "burden", "mme", "renal", "hepatic", "escalation", "data-quality"]
+#: Every family an alert can carry; `data-quality` alerts are about the record itself (what
+#: could not be checked, and why), not about a clinical topic.
+FAMILIES: tuple[str, ...] = get_args(Family)
 DATA_QUALITY = "data-quality"
-#: Every family an alert can carry.
-ALERT_FAMILIES: tuple[str, ...] = (*RULE_FAMILIES, DATA_QUALITY)
 
 Role = Literal["pharmacist", "prescriber", "pain-specialist", "specialist"]
 ROLES: tuple[str, ...] = get_args(Role)

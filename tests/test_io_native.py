@@ -32,7 +32,10 @@ def error(fn: Any, *args: Any, **kwargs: Any) -> InputError:
 def test_native_example_matches_fhir_example() -> None:
     p = read_patient(NATIVE)
     assert p.id == "oxy-fent-1" and len(p.medications) == 4
-    assert p == read_patient(EXAMPLES / "patient-oxycodone-fentanyl.json")
+    fhir = read_patient(EXAMPLES / "patient-oxycodone-fentanyl.json")
+    # the same patient; only the FHIR reader knows where each dose unit was read
+    provenance = {"medications": {"__all__": {"dose_field"}}}
+    assert p.model_dump(exclude=provenance) == fhir.model_dump(exclude=provenance)
 
 
 def test_documented_example_is_valid() -> None:

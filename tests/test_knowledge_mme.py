@@ -245,11 +245,56 @@ def test_fentanyl_mucosal_spray_is_excluded_until_sources_agree(kb: Knowledge) -
     assert ex.ingredient == "fentanyl" and "sublingual" in ex.reason
 
 
-def test_unknown_route_is_excluded_not_guessed(kb: Knowledge) -> None:
+def test_no_route_anywhere_counts_as_oral_and_says_so(kb: Knowledge) -> None:
+    """An ingredient name (or code) with a mg dose says no route: counted at the CDC 2022 oral
+    factor, marked assumed, never left out of the total."""
     r = one(kb, text="oxycodone 5 mg", dose=5, dose_unit="mg", timing=Timing(code="Q6H"))
-    assert r.total == 0
+    (item,) = r.items
+    assert r.total == 30.0 and r.excluded == () and not r.lower_bound
+    assert (item.route, item.route_basis) == ("oral", "assumed")
+    assert "route not given: counted as oral" in item.assumed
+
+
+@pytest.mark.parametrize(("order", "route", "basis"), [
+    (dict(text="oxycodone 5 mg", dose=5, dose_unit="mg", route="Oral route"), "oral", "stated"),
+    (dict(text="oxycodone hydrochloride 5 MG Oral Tablet", dose=1, dose_unit="tablet"),
+     "oral", "dose form"),
+    (dict(text="fentanyl", dose=25, dose_unit="mcg/h"), "transdermal", "unit"),
+])
+def test_the_route_comes_from_the_order_then_the_dose_form_then_the_unit(
+        kb: Knowledge, order: dict[str, Any], route: str, basis: str) -> None:
+    r = one(kb, **order, timing=Timing(code="Q6H"))
+    (item,) = r.items
+    assert (item.route, item.route_basis) == (route, basis) and item.assumed == ()
+
+
+def test_no_route_and_no_oral_factor_is_not_counted_and_said(kb: Knowledge) -> None:
+    r = one(kb, text="fentanyl 100 mcg", dose=100, dose_unit="mcg", timing=Timing(code="Q6H"))
     (ex,) = r.excluded
-    assert "unknown route" in ex.reason
+    assert r.items == () and r.lower_bound and ex.uncounted
+    assert "none given" in ex.reason and "no oral factor" in ex.reason
+
+
+def test_opioid_use_disorder_treatment_is_excluded_by_design_not_a_lower_bound(
+        kb: Knowledge) -> None:
+    r = one(kb, text="buprenorphine 8 MG / naloxone 2 MG Sublingual Film", dose=1,
+            dose_unit="film", timing=Timing(code="QD"))
+    (ex,) = r.excluded
+    assert not ex.uncounted and not r.lower_bound
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(["oxycodone", "hydrocodone", "morphine", "hydromorphone", "tramadol",
+                        "tapentadol", "methadone", "codeine", "oxymorphone"]),
+       st.floats(0.5, 200), st.sampled_from(["QD", "BID", "Q6H", "Q4H"]))
+def test_an_order_without_route_counts_as_the_same_order_stated_oral(
+        ingredient: str, dose: float, code: str) -> None:
+    kb = default_knowledge()
+    plain = one(kb, text=f"{ingredient} {dose:g} mg", dose=dose, dose_unit="mg",
+                timing=Timing(code=code))
+    oral = one(kb, text=f"{ingredient} {dose:g} mg", dose=dose, dose_unit="mg",
+               timing=Timing(code=code), route="oral")
+    assert plain.total == oral.total > 0
 
 
 def test_unknown_daily_dose_is_excluded_with_the_reason(kb: Knowledge) -> None:

@@ -392,9 +392,18 @@ def test_unknown_dose_unit_is_reported_never_guessed(kb: Knowledge, unit: str) -
     assert m.daily_reason == f"unknown dose unit {unit!r}"
 
 
-def test_dose_without_unit(kb: Knowledge) -> None:
+def test_dose_without_unit_of_a_countable_form_is_that_many_units_and_said(kb: Knowledge) -> None:
+    """`doseQuantity: {"value": 1}` on a tablet (as synthetic generators and EHR exports write
+    it) is one tablet; the assumption is kept and said."""
     m = norm(kb, text=OXY5, dose=1, timing=Timing(code="BID"))
-    assert m.daily == () and m.daily_reason == "dose has no unit"
+    assert m.daily == (("oxycodone", 10.0, "mg"),)
+    assert m.assumed == ("dose has no unit: read as 1 tablet(s) of the product",)
+
+
+def test_dose_without_unit_of_a_liquid_stays_unknown(kb: Knowledge) -> None:
+    m = norm(kb, text="oxycodone hydrochloride 1 MG/ML Oral Solution", dose=5,
+             timing=Timing(code="BID"))
+    assert m.daily == () and m.daily_reason == "dose has no unit" and m.assumed == ()
 
 
 def test_tablets_of_an_unknown_strength(kb: Knowledge) -> None:

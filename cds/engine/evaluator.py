@@ -80,7 +80,8 @@ class Engine:
         facts = self.facts(patient, as_of, draft_orders)
         return Result(patient=patient.id, as_of=facts.as_of, packs=self.pack_refs,
                       knowledge=self.kb.version, mme=facts.mme, unrecognized=facts.unrecognized,
-                      alerts=tuple(self.alerts(facts)), summary=PatientSummary.of(facts))
+                      alerts=tuple(self.alerts(facts)), summary=PatientSummary.of(facts),
+                      issues=facts.issues)
 
     def _referrals(self, alerts: list[Alert], facts: Facts) -> list[Alert]:
         """Each pack's escalation policy: when its alerts add up to a referral suggestion."""
@@ -102,8 +103,17 @@ class Engine:
         return out
 
 
+#: The pack that says what could not be checked: loaded beside whatever packs are chosen.
+ALWAYS = "data-quality"
+
+
 def load_engine(packs: Iterable[str] | None = None, *, roots: Iterable[Path | str] = (),
                 backend: Backend = "indexed", kb: Knowledge | None = None) -> Engine:
-    """Build an engine over installed packs: `None` takes the newest of each."""
+    """Build an engine over installed packs: `None` takes the newest of each. The built-in
+    `data-quality` pack is always among them (never silent about what was not checked)."""
     kb = kb or default_knowledge()
-    return Engine(load_packs(kb, list(packs) if packs is not None else None, roots), kb, backend)
+    roots = list(roots)
+    loaded = load_packs(kb, list(packs) if packs is not None else None, roots)
+    if all(p.id != ALWAYS for p in loaded):
+        loaded += load_packs(kb, [ALWAYS], roots)
+    return Engine(loaded, kb, backend)

@@ -10,6 +10,7 @@ from typing import Any
 
 from cds.engine.alerts import Finding
 from cds.knowledge.facts import Facts
+from cds.knowledge.mme import MmeItem
 
 
 class _Safe(dict[str, Any]):
@@ -43,17 +44,24 @@ def renal_inputs(facts: Facts) -> str:
     return "; ".join(parts) or "no kidney function on file"
 
 
+def _mme_item(i: MmeItem) -> str:
+    notes = ([*i.assumed] + (["analytic factor"] if i.factor_status == "analytic" else []))
+    return (f"{i.medication}: {_g(i.daily_dose)} {i.unit}{'' if i.unit == 'mcg/h' else '/day'}"
+            f" x {i.factor:g} = {_g(i.mme)}" + (f" ({'; '.join(notes)})" if notes else ""))
+
+
 def mme_breakdown(facts: Facts) -> str:
-    items = "; ".join(f"{i.medication}: {_g(i.daily_dose)} {i.unit}{'' if i.unit == 'mcg/h' else '/day'}"
-                      f" x {i.factor:g} = {_g(i.mme)}" + (" (analytic factor)"
-                                                           if i.factor_status == "analytic" else "")
-                      for i in facts.mme.items)
-    out = f"Total {_g(facts.mme.total)} MME/day ({facts.mme.factor_set} factors)"
-    if items:
-        out += f": {items}"
-    if facts.mme.excluded:
-        out += ". Not counted: " + "; ".join(f"{e.medication} ({e.reason})"
-                                             for e in facts.mme.excluded)
+    """The MME arithmetic: each counted item (with what was assumed), what was not counted
+    and why, and whether the total is only a lower bound."""
+    m = facts.mme
+    out = f"Total {_g(m.total)} MME/day ({m.factor_set} factors)"
+    if m.items:
+        out += ": " + "; ".join(_mme_item(i) for i in m.items)
+    if m.excluded:
+        out += ". Not counted: " + "; ".join(f"{e.medication} ({e.reason})" for e in m.excluded)
+    if m.lower_bound:
+        out += (". The total is a lower bound: an opioid on the list could not be counted, so "
+                "the true MME/day may be higher")
     return out
 
 

@@ -13,6 +13,7 @@ from cds.engine.alerts import Alert
 from cds.engine.summary import PatientSummary
 from cds.knowledge.mme import MmeResult
 from cds.knowledge.normalize import NormalizedMed
+from cds.knowledge.quality import DataIssue
 
 
 def _r(x: float) -> float:
@@ -22,11 +23,14 @@ def _r(x: float) -> float:
 def mme_to_dict(m: MmeResult) -> dict[str, Any]:
     return {
         "total": _r(m.total),
+        "lower_bound": m.lower_bound,
         "items": [{"medication": i.medication, "ingredient": i.ingredient,
                    "daily_dose": _r(i.daily_dose), "unit": i.unit, "factor": i.factor,
-                   "mme": _r(i.mme), "factor_status": i.factor_status, "source": i.source}
+                   "mme": _r(i.mme), "factor_status": i.factor_status, "source": i.source,
+                   "route": i.route, "route_basis": i.route_basis, "assumed": list(i.assumed)}
                   for i in m.items],
-        "excluded": [{"medication": e.medication, "reason": e.reason} for e in m.excluded],
+        "excluded": [{"medication": e.medication, "reason": e.reason, "uncounted": e.uncounted}
+                     for e in m.excluded],
         "factor_set": m.factor_set,
     }
 
@@ -41,6 +45,8 @@ class Result:
     unrecognized: tuple[NormalizedMed, ...]
     alerts: tuple[Alert, ...]
     summary: PatientSummary
+    #: What could not be checked, and why (also said as data-quality alerts)
+    issues: tuple[DataIssue, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,4 +59,6 @@ class Result:
             "as_of": self.as_of.isoformat(),
             "knowledge": self.knowledge,
             "summary": self.summary.to_dict(),
+            "not_checked": [{"check": i.check, "medication": i.medication, "reason": i.reason,
+                             "field": i.field} for i in self.issues],
         }

@@ -223,7 +223,8 @@ def _dosage(dosage: Element, where: str) -> dict[str, Any]:
 def _dose(dose_and_rate: Element, where: str) -> dict[str, Any]:
     quantity = dose_and_rate.get("doseQuantity")
     if quantity is not None:
-        return {"dose": quantity.get("value"), "dose_unit": quantity_unit(quantity)}
+        return {"dose": quantity.get("value"), "dose_unit": quantity_unit(quantity),
+                "dose_field": f"{where}.doseQuantity.unit"}
     dose_range = dose_and_rate.get("doseRange")
     if dose_range is None:
         return {}
@@ -235,7 +236,8 @@ def _dose(dose_and_rate: Element, where: str) -> dict[str, Any]:
                          field=f"{where}.doseRange.high.value")
     unit = (quantity_unit(low) if low is not None else None) or (
         quantity_unit(high) if high is not None else None)
-    return {"dose": dose, "dose_high": dose_high, "dose_unit": unit}
+    return {"dose": dose, "dose_high": dose_high, "dose_unit": unit,
+            "dose_field": f"{where}.doseRange.{'low' if low is not None else 'high'}.unit"}
 
 
 def _route(route: Element | None) -> str | None:

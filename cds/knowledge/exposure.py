@@ -99,6 +99,11 @@ class Exposure:
                     days.add(d)
         return sorted(days)
 
+    def lowest_mme(self, start: date, end: date) -> float:
+        """The lowest total MME on any day of [start, end) (the step function changes only
+        at episode boundaries, so those days are enough)."""
+        return min((self.mme_on(d) for d in self.days_between(start, end)), default=0.0)
+
     def covered_days(self, start: date, end: date) -> int:
         spans = sorted((max(e.start, start), min(e.end, end)) for e in self.episodes
                        if e.start < end and e.end > start)

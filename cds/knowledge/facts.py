@@ -16,6 +16,7 @@ from cds.knowledge.exposure import Exposure
 from cds.knowledge.hepatic import ChildPugh, child_pugh
 from cds.knowledge.mme import MmeResult, assess, total
 from cds.knowledge.normalize import NormalizedMed, normalize
+from cds.knowledge.quality import DataIssue, record_issues
 from cds.knowledge.renal import CrCl, ckd_epi_2021, cockcroft_gault
 from cds.knowledge.store import Knowledge
 from cds.patient import MedicationOrder, Observation, Patient
@@ -64,6 +65,8 @@ class Facts:
     #: order id -> (code, text) of why it was ordered (OUD treatment counts in no MME)
     indications: dict[str, tuple[tuple[str | None, str | None], ...]] = field(
         default_factory=dict, compare=False, repr=False)
+    #: What could not be checked in the record, and why (data-quality findings).
+    issues: tuple[DataIssue, ...] = ()
     #: Opioid episodes (current and past) with their MME, for the escalation rules.
     exposure: Exposure = field(default_factory=lambda: Exposure(date.min, ()), compare=False,
                                repr=False)
@@ -126,8 +129,11 @@ def build_facts(kb: Knowledge, patient: Patient, as_of: date,
     history: list[NormalizedMed] = []
     unrecognized: list[NormalizedMed] = []
     reasons: dict[str, tuple[tuple[str | None, str | None], ...]] = {}
+    orders: dict[str, MedicationOrder] = {}  # those with a dose problem, to name its field
     for order in (*patient.medications, *extra_orders):
         med = normalize(kb, order)
+        if med.daily_reason:
+            orders[order.id] = order
         if order.reasons:
             reasons[order.id] = tuple((c.code, c.display) for c in order.reasons)
         if not med.recognized:
@@ -163,6 +169,7 @@ def build_facts(kb: Knowledge, patient: Patient, as_of: date,
     now = [assess(kb, m, reasons.get(m.order_id, ())) for m in opioid_meds]
     past = [m for m in history if kb.is_opioid(m.ingredients)]
     then = [assess(kb, m, reasons.get(m.order_id, ())) for m in past]
+    mme = total(kb, now)
     exposure = Exposure.build(day, [(m, sum(i.mme for i in items)) for m, (items, _) in
                                     zip((*opioid_meds, *past), (*now, *then), strict=True)])
     return Facts(
@@ -170,11 +177,12 @@ def build_facts(kb: Knowledge, patient: Patient, as_of: date,
         weight_kg=weight.value if weight else None, height_cm=height.value if height else None,
         meds=tuple(current), history=tuple(history), unrecognized=tuple(unrecognized),
         renal=_renal(patient, latest, age, female), hepatic=hepatic, hepatic_missing=hepatic_missing,
-        mme=total(kb, now),
+        mme=mme,
         acb_total=sum(s for _, _, s in acb_items), acb_items=tuple(acb_items), cns_active=cns,
         conditions=tuple((c.code, c.text) for c in patient.conditions if c.status == "active"),
         med_classes=med_classes, present=frozenset().union(*med_classes),
         opioids=opioid_idx, opioid_meds=opioid_meds, indications=reasons, exposure=exposure,
+        issues=record_issues(current, unrecognized, mme, orders),
     )
 
 

@@ -39,6 +39,11 @@ class MmeItem:
     mme: float
     factor_status: str
     source: str
+    route: str = "oral"
+    #: How the route is known: stated | dose form | unit | assumed (none said: counted as oral)
+    route_basis: str = "stated"
+    #: What was assumed to count it, in words (no route, no dose unit), said in the alert
+    assumed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +52,10 @@ class MmeExcluded:
     order_id: str
     ingredient: str | None
     reason: str
+    #: False for exclusions by design (opioid-use-disorder treatment); True when the opioid
+    #: should count but could not be (no route factor, no daily dose...): the total is then a
+    #: lower bound and the record has a data-quality finding.
+    uncounted: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +68,11 @@ class MmeResult:
     @property
     def uses_analytic_factors(self) -> bool:
         return any(i.factor_status == "analytic" for i in self.items)
+
+    @property
+    def lower_bound(self) -> bool:
+        """Is the total only a lower bound (an opioid that should count could not be)?"""
+        return any(e.uncounted for e in self.excluded)
 
 
 def _for_oud(med: NormalizedMed, reasons: Iterable[tuple[str | None, str | None]]) -> bool:
@@ -98,14 +112,17 @@ def assess(kb: Knowledge, med: NormalizedMed,
         if _for_oud(med, reasons):
             excluded.append(MmeExcluded(
                 med.label, med.order_id, ing,
-                "opioid-use-disorder treatment: CDC 2022 MME factors are not for OUD treatment"))
+                "opioid-use-disorder treatment: CDC 2022 MME factors are not for OUD treatment",
+                uncounted=False))
             continue
         if ing in kb.mme_excluded:
             excluded.append(MmeExcluded(med.label, med.order_id, ing, kb.mme_excluded[ing][0]))
             continue
-        f = _factor(kb, ing, med.route, med.form)
+        route, basis = (med.route, med.route_basis or "stated") if med.route else ("oral", "assumed")
+        f = _factor(kb, ing, route, med.form)
         if f is None:
-            where = f"route {med.route!r}" if med.route else "unknown route"
+            where = (f"route {route!r}" if basis != "assumed"
+                     else "route: none given, and no oral factor to assume")
             excluded.append(MmeExcluded(
                 med.label, med.order_id, ing,
                 f"no {kb.mme_factor_set} conversion factor for {ing} by {where}"))
@@ -132,8 +149,10 @@ def assess(kb: Knowledge, med: NormalizedMed,
             excluded.append(MmeExcluded(med.label, med.order_id, ing,
                                         "dose too large to compute an MME"))
             continue
+        assumed = med.assumed + (("route not given: counted as oral",)
+                                  if basis == "assumed" else ())
         items.append(MmeItem(med.label, med.order_id, ing, dose, out_unit, f.factor,
-                             dose * f.factor, f.status, f.source))
+                             dose * f.factor, f.status, f.source, route, basis, assumed))
     return items, excluded
 
 

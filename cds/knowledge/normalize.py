@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from functools import lru_cache
 from typing import Any
@@ -33,6 +33,8 @@ _COUNT_UNITS = {
     "spray": "spray", "sprays": "spray", "actuation": "spray", "{actuation}": "spray",
     "puff": "spray", "each": "each", "ea": "each", "{each}": "each", "dose": "each",
 }
+#: Dose forms counted in units: a dose with no unit is that many units of the product.
+COUNTABLE_FORMS = frozenset({"tablet", "capsule", "patch", "film", "suppository", "lozenge"})
 _VOLUME_UNITS = {"ml": 1.0, "milliliter": 1.0, "milliliters": 1.0, "l": 1000.0}
 
 
@@ -48,6 +50,8 @@ class Identity:
     extended_release: bool
     rxcui: str | None
     matched_by: str  # "rxcui-product" | "rxcui-ingredient" | "rxnorm-name" | "free-text"
+    #: ingredients the order's text names when they differ from the coded drug's
+    text_names: tuple[str, ...] = ()
 
 
 @dataclass(slots=True, eq=False)  # identity equality; not frozen: built per order, hot
@@ -62,6 +66,9 @@ class NormalizedMed:
     ingredients: tuple[str, ...] = ()
     form: str | None = None
     route: str | None = None
+    #: How the route is known: "stated" (the order says), "dose form" (the product or the
+    #: name's form), "unit" (a dose in mcg/h is transdermal); None: not known
+    route_basis: str | None = None
     extended_release: bool = False
     as_needed: bool = False
     doses_per_day: float | None = None
@@ -76,6 +83,11 @@ class NormalizedMed:
     status: str = "active"
     rxcui: str | None = None
     matched_by: str | None = None
+    #: What was assumed to compute the daily dose, in words ("dose has no unit: read as 1
+    #: tablet"), said wherever the dose is used
+    assumed: tuple[str, ...] = ()
+    #: The drug the order's text names when it differs from the coded product's (the code wins)
+    text_names: tuple[str, ...] = ()
 
     def daily_of(self, ingredient: str) -> tuple[float, str] | None:
         for ing, amount, unit in self.daily:
@@ -166,6 +178,28 @@ def identify(kb: Knowledge, order: MedicationOrder) -> Identity | None:
 
 def _identify(kb: Knowledge, codes: tuple[tuple[str | None, str], ...], text: str | None,
               displays: tuple[str | None, ...]) -> Identity | None:
+    """The coded drug wins (codes are what the EHR acts on); when the order's text names
+    other drugs entirely, the identity says so (`text_names`)."""
+    coded = _by_code(kb, codes)
+    named = None
+    for text_candidate in (text, *displays) if coded is None else (text,):
+        if text_candidate:
+            named = _from_name(kb, text_candidate)
+            if named is not None:
+                break
+    if coded is None:
+        # a name gives strength and form; an ingredient code only the ingredient
+        ingredient = _by_ingredient_code(kb, codes)
+        if named is None or ingredient is None or not set(named.ingredients).isdisjoint(
+                ingredient.ingredients):
+            return named or ingredient
+        coded = ingredient
+    if named is not None and set(named.ingredients).isdisjoint(coded.ingredients):
+        coded = replace(coded, text_names=named.ingredients)
+    return coded
+
+
+def _by_code(kb: Knowledge, codes: tuple[tuple[str | None, str], ...]) -> Identity | None:
     for system, code in codes:
         if system not in (None, RXNORM):
             continue
@@ -176,11 +210,11 @@ def _identify(kb: Knowledge, codes: tuple[tuple[str | None, str], ...], text: st
                 tuple((c.strength, c.unit) for c in p.components),
                 p.dose_form, p.form, p.route, p.extended_release, p.rxcui, "rxcui-product",
             )
-    for text_candidate in (text, *displays):
-        if text_candidate:
-            ident = _from_name(kb, text_candidate)
-            if ident is not None:
-                return ident
+    return None
+
+
+def _by_ingredient_code(kb: Knowledge,
+                        codes: tuple[tuple[str | None, str], ...]) -> Identity | None:
     for system, code in codes:
         if system in (None, RXNORM) and code in kb.by_rxcui:
             return Identity((kb.by_rxcui[code],), (None,), None, None, None, False, code,
@@ -192,6 +226,8 @@ def _per_admin(ident: Identity, amount: float,
                unit: str | None) -> tuple[dict[str, tuple[float, str]] | None, str | None]:
     """Amount of each ingredient in one administration: ({ing: (value, mg|mcg/h)}, None)."""
     if unit is None or not unit.strip():
+        if ident.form in COUNTABLE_FORMS:  # the caller says it assumed the product's unit
+            return _per_admin(ident, amount, ident.form)
         return None, "dose has no unit"
     u = unit.strip().lower()
     if u in MASS_TO_MG:
@@ -280,12 +316,30 @@ def normalize(kb: Knowledge, order: MedicationOrder) -> NormalizedMed:
     if not all(math.isfinite(v) for _, v, _ in daily) or (
             per_day is not None and not math.isfinite(per_day)):
         daily, per_day, why = (), None, "dose too large to compute a daily amount"
+    assumed: tuple[str, ...] = ()
+    if daily and order.dose is not None and not (order.dose_unit or "").strip():
+        amount = order.dose_high if order.dose_high is not None else order.dose
+        assumed = (f"dose has no unit: read as {amount:g} {ident.form}(s) of the product",)
+    route, basis = _route(order, ident)
     return NormalizedMed(
         order_id=order.id, label=order.label, source=order.source, current=order.is_current,
         draft=order.draft, recognized=True, reason=None, ingredients=ident.ingredients,
-        form=ident.form, route=route_word(order.route) or ident.route,
+        form=ident.form, route=route, route_basis=basis,
         extended_release=ident.extended_release, as_needed=order.as_needed,
         doses_per_day=per_day, daily=daily, daily_reason=why, prescriber=order.prescriber,
         authored=order.authored, dispensed=order.dispensed, supply_days=order.supply_days,
         start=start, end=end, status=order.status, rxcui=ident.rxcui,
-        matched_by=ident.matched_by)
+        matched_by=ident.matched_by, assumed=assumed, text_names=ident.text_names)
+
+
+def _route(order: MedicationOrder, ident: Identity) -> tuple[str | None, str | None]:
+    """The route and how it is known: the order's own, else the dose form's, else the dose
+    unit's (mcg/h is a transdermal rate); (None, None) when nothing says."""
+    stated = route_word(order.route)
+    if stated:
+        return stated, "stated"
+    if ident.route:
+        return ident.route, "dose form"
+    if order.dose_unit and order.dose_unit.strip().lower() in RATE_TO_MCG_H:
+        return "transdermal", "unit"
+    return None, None

@@ -8,14 +8,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from cds.vocabulary import ALERT_FAMILIES
+from cds.vocabulary import FAMILIES
 
 ALERT_COLUMNS = ("patient_id", "rule", "pack", "family", "severity", "priority", "summary",
                  "rationale", "medications")
 ALERT_SCHEMA = pa.schema([(c, pa.int32() if c == "priority" else pa.string())
                           for c in ALERT_COLUMNS])
-#: Alert families counted per patient on the worklist (n_<family> columns).
-FAMILIES: tuple[str, ...] = ALERT_FAMILIES
+#: n_<family>: alerts of each family (cds.vocabulary.FAMILIES) per patient.
 WORKLIST_COLUMNS = ("rank", "patient_id", "age", "sex", "priority", "top_severity", "alerts",
                     *(f"n_{f.replace('-', '_')}" for f in FAMILIES), "mme_total", "acb_total",
                     "not_assessed", "top_alert")

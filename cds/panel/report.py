@@ -12,8 +12,8 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from cds.panel.columns import FAMILIES, MME_BIN, MME_BINS
-from cds.vocabulary import SEVERITIES
+from cds.panel.columns import MME_BIN, MME_BINS
+from cds.vocabulary import FAMILIES, SEVERITIES
 
 SEVERITY_COLORS = {"critical": "#7f1d1d", "high": "#dc2626", "moderate": "#f59e0b",
                    "low": "#0ea5e9", "info": "#94a3b8"}

@@ -26,9 +26,9 @@ from cds.engine.evaluator import Engine
 from cds.engine.result import Result, mme_to_dict
 from cds.errors import CdsError, InputError
 from cds.io import fhir_condition, fhir_medication_order, fhir_observation, fhir_patient_demographics
-from cds.panel.columns import ALERT_COLUMNS, ALERT_SCHEMA, FAMILIES, MME_BIN, MME_BINS, sort_key
+from cds.panel.columns import ALERT_COLUMNS, ALERT_SCHEMA, MME_BIN, MME_BINS, sort_key
 from cds.patient import Condition, MedicationOrder, Observation, Patient
-from cds.vocabulary import DATA_QUALITY
+from cds.vocabulary import DATA_QUALITY, FAMILIES
 
 MED_TYPES = frozenset({"MedicationRequest", "MedicationStatement", "MedicationDispense"})
 #: The panel's own rule for "part of this patient's record could not be assessed".
@@ -302,10 +302,14 @@ def _review_patient(eng: Engine, pid: str, records: list[bytes],
 def _collect(pid: str, patient: Patient, result: Result, not_assessed: list[tuple[str, str]],
              out: _Out) -> None:
     st = out.stats
-    for m in result.unrecognized:
-        not_assessed.append((m.label, m.reason or "not recognized"))
+    # What the engine could not check (unrecognized medications, opioids not counted in the
+    # MME...) and the records the panel could not read (quarantined) leave the patient not
+    # fully assessed: said together in one row per patient, not one row per finding.
+    not_assessed += [(i.medication or "a record", i.reason + (f" (field {i.field})" if i.field
+                                                              else "")) for i in result.issues]
     rows = [_Row(pid, a.rule, a.pack, a.family, a.severity, a.priority, a.summary, a.rationale,
-                 "; ".join(a.medications), a.actions, a.sources, a.role) for a in result.alerts]
+                 "; ".join(a.medications), a.actions, a.sources, a.role) for a in result.alerts
+            if a.family != DATA_QUALITY]
     if not_assessed:
         st["not_assessed_patients"] += 1
         what = "; ".join(f"{w} ({why})" for w, why in not_assessed)

@@ -127,6 +127,9 @@ class MmeRule(RuleBase):
     type: Literal["mme"]
     min: float = Field(gt=0)
     below: float | None = None
+    #: Also say whether the tier was newly reached: the total was below `min` on some day of
+    #: the last N days (one alert says both the level and that it is new).
+    new_within_days: int | None = Field(default=None, gt=0)
 
     @property
     def family(self) -> Family:
@@ -239,9 +242,21 @@ class ExpressionRule(RuleBase):
         return self.rule_family
 
 
+class DataQualityRule(RuleBase):
+    """What could not be checked in the record (cds.knowledge.quality): one alert per check,
+    listing every medication it concerns with the reason."""
+
+    type: Literal["data-quality"]
+    check: Literal["unrecognized", "not-counted", "dose-unit", "code-text-mismatch"]
+
+    @property
+    def family(self) -> Family:
+        return "data-quality"
+
+
 Rule = Annotated[
     InteractionRule | BurdenRule | MmeRule | RenalRule | RenalMonitoringRule | HepaticRule
-    | EscalationRule | ExpressionRule,
+    | EscalationRule | ExpressionRule | DataQualityRule,
     Field(discriminator="type"),
 ]
 

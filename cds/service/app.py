@@ -45,6 +45,7 @@ from cds.service.feedback import FeedbackError, FeedbackStore, IssuedCard, parse
 from cds.service.middleware import Guard
 from cds.service.prefetch import KEY_LABELS, SERIOUS_KEYS, PrefetchError, gather, templates
 from cds.service.state import EngineHolder, Snapshot, build_snapshot
+from cds.vocabulary import DATA_QUALITY
 
 log = logging.getLogger("cds.service")
 SERVICE_LABEL = "cds medication safety"
@@ -304,11 +305,12 @@ async def _hook(state: ServiceState, service_id: str, request: Request,
     except _EngineFault as e:
         raise HTTPProblem(500, "engine-fault", "the rule engine failed on this patient; no "
                                                "checks were made", incident=e.incident) from None
-    if got.missing or work.problems:
+    if got.missing or work.problems or work.unchecked:
         ctx = work.ctx
         missing = [KEY_LABELS.get(k, k) for k in got.missing]
         card = incomplete_card(ctx, missing, work.problems, service_label=SERVICE_LABEL,
-                               serious=bool(SERIOUS_KEYS & set(got.missing)) or bool(work.problems))
+                               serious=bool(SERIOUS_KEYS & set(got.missing)) or bool(work.problems),
+                               unchecked=work.unchecked)
         cards.append(card)
         issued.append(_issued(card, service_id, instance, None))
     state.feedback.issued(issued)
@@ -358,6 +360,7 @@ class _Work:
         self.settings = settings
         self.today = today
         self.problems: list[str] = []
+        self.unchecked: list[Alert] = []  # data-quality alerts: said together on one card
         self.ctx = CardContext(hook_instance=instance, patient_id=patient_id)
 
     def run(self) -> tuple[list[dict[str, Any]], list[IssuedCard], float]:
@@ -389,6 +392,9 @@ class _Work:
         cards = []
         issued = []
         for alert in order_alerts(result.alerts):
+            if alert.family == DATA_QUALITY:
+                self.unchecked.append(alert)
+                continue
             card = alert_to_card(alert, self.ctx)
             cards.append(card)
             issued.append(_issued(card, self.service.id, self.instance, alert))

@@ -111,7 +111,8 @@ def detail(alert: Alert) -> str:
     parts = [md(alert.rationale.strip())]
     if alert.values:
         parts.append("**Values used**\n\n" + "\n".join(
-            f"- {md(str(k).replace('_', ' '))}: {md(_value(v))}" for k, v in alert.values.items()))
+            f"- {md(str(k).replace('_', ' '))}: {md(_value(v))}" for k, v in alert.values.items()
+            if v != ""))  # an empty value is a template's optional part that did not apply
     if alert.medications:
         parts.append("**Medications**: " + "; ".join(md(m) for m in alert.medications))
     if alert.actions:
@@ -309,10 +310,14 @@ def cards_for(alerts: Sequence[Alert], ctx: CardContext) -> list[dict[str, Any]]
 
 
 def incomplete_card(ctx: CardContext, missing: Sequence[str], problems: Sequence[str],
-                    *, service_label: str, serious: bool) -> dict[str, Any]:
-    """What could not be checked: data the service could not get in time or could not read."""
-    what = ", ".join(missing) if missing else "some records"
-    summary = clip_summary(f"Medication safety check incomplete: could not check {what}")
+                    *, service_label: str, serious: bool,
+                    unchecked: Sequence[Alert] = ()) -> dict[str, Any]:
+    """What could not be checked, in one card per call: data the service could not get in
+    time or could not read, and the engine's data-quality findings (`unchecked`: medications
+    not recognized, opioids not counted in the MME...)."""
+    pieces = list(missing) + (["unreadable records"] if problems else [])
+    pieces += [a.summary[0].lower() + a.summary[1:] for a in unchecked]
+    summary = clip_summary("Medication safety check incomplete: " + "; ".join(pieces))
     lines = ["These checks ran without some of the patient's data, so an alert may be "
              "missing. Review the following by hand:", ""]
     lines += [f"- {md(m)}" for m in missing]
@@ -321,8 +326,12 @@ def incomplete_card(ctx: CardContext, missing: Sequence[str], problems: Sequence
         lines += [f"- {md(p)}" for p in problems[:20]]
         if len(problems) > 20:
             lines.append(f"- … and {len(problems) - 20} more")
+    for a in unchecked:
+        lines += ["", f"**{md(a.summary)}**", "", md(a.rationale)]
+        lines += [f"- {md(x)}" for x in a.actions]
+    key = "|".join(pieces)
     return {
-        "uuid": str(uuid.uuid5(_NS, f"{ctx.hook_instance}|incomplete|{what}")),
+        "uuid": str(uuid.uuid5(_NS, f"{ctx.hook_instance}|incomplete|{key}")),
         "summary": summary,
         "indicator": "warning" if serious else "info",
         "detail": "\n".join(lines),

@@ -89,7 +89,7 @@ class EscalationKind(RuleKind):
             if now < r.threshold:
                 return None
             # crossed within the window: somewhere in it the total was still below the threshold
-            before = min((hist.mme_on(d) for d in hist.days_between(then, as_of)), default=0.0)
+            before = hist.lowest_mme(then, as_of)
             if before >= r.threshold:
                 return None
             return _finding(cr, opioids, {"mme": round(now, 1), "threshold": r.threshold,
