@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from cds.units import LAB_UNITS, convert_lab
 
 Day = date  # alias: a field named `date` would shadow the type in annotations
+Comparator = Literal["<", "<=", ">", ">="]
 ObservationKind = Literal["weight", "height", "creatinine", "egfr", "bilirubin", "albumin", "inr"]
 PeriodUnit = Literal["s", "min", "h", "d", "wk", "mo", "a"]
 OrderSource = Literal["request", "statement", "dispense"]
@@ -112,6 +113,9 @@ class Observation(_Model):
 
     kind: ObservationKind
     value: float
+    #: A reported bound (an eGFR of ">60"): the true value is beyond `value`, and rules
+    #: decide with the bound (">60" never matches "< 30"; "<15" always does)
+    comparator: Comparator | None = None
     unit: str | None = None
     date: Day | None = None
     code: str | None = None
@@ -143,8 +147,9 @@ class Patient(_Model):
     observations: list[Observation] = Field(default_factory=list)
     conditions: list[Condition] = Field(default_factory=list)
     medications: list[MedicationOrder] = Field(default_factory=list)
-    ascites: Literal["none", "mild", "moderate-severe"] | None = None
-    encephalopathy: Literal["none", "grade 1-2", "grade 3-4"] | None = None
+    #: "present": recorded (a problem-list condition) without a grade
+    ascites: Literal["none", "mild", "moderate-severe", "present"] | None = None
+    encephalopathy: Literal["none", "grade 1-2", "grade 3-4", "present"] | None = None
     child_pugh_class: Literal["A", "B", "C"] | None = None
 
     @field_validator("sex", mode="before")

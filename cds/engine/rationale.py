@@ -40,7 +40,13 @@ def renal_inputs(facts: Facts) -> str:
             f"{r.crcl.weight_basis} weight {_g(r.crcl.weight_kg)} kg, "
             f"SCr {scr.value:.2f} mg/dL{when})" if scr else f"CrCl {_g(r.crcl.value)} mL/min")
     if r.egfr is not None:
-        parts.append(f"eGFR {_g(r.egfr)} mL/min/1.73m2 ({r.egfr_basis})")
+        bound = {">": "above ", ">=": "at least ", "<": "below ", "<=": "at most "}.get(
+            r.egfr_comparator or "", "")
+        parts.append(f"eGFR {bound}{_g(r.egfr)} mL/min/1.73m2 ({r.egfr_basis})"
+                     + (" as reported, a bound" if bound else ""))
+        if r.crcl is None:
+            parts.append("no CrCl could be computed (creatinine, weight or age missing): limits "
+                         "stated in CrCl were checked against the eGFR")
     return "; ".join(parts) or "no kidney function on file"
 
 
@@ -76,6 +82,9 @@ def _patient_values(family: str, facts: Facts) -> str:
         if cp.score is None:
             return f"Values: Child-Pugh class {cp.cls} (as recorded)."
         pts = ", ".join(f"{n} {p}" for n, p in cp.points)
+        if cp.lower_bound:
+            return (f"Values: Child-Pugh class at least {cp.cls}, score at least {cp.score} "
+                    f"({pts}; {'; '.join(cp.assumed)}): the true class may be higher.")
         return f"Values: Child-Pugh class {cp.cls}, score {cp.score} ({pts})."
     if family == "burden":
         extra = []

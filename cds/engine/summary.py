@@ -49,6 +49,7 @@ class PatientSummary:
     kidney: str  # the kidney values in words, as the rationale states them
     child_pugh: str | None
     child_pugh_score: int | None
+    child_pugh_lower_bound: bool  # parts missing: the class and score are at least these
     acb_total: int
     cns_active: int
     medications: tuple[MedicationSummary, ...]
@@ -65,6 +66,7 @@ class PatientSummary:
             creatinine=r.creatinine.value if r.creatinine else None,
             kidney_measured_on=r.measured_on, kidney=renal_inputs(facts),
             child_pugh=cp.cls if cp else None, child_pugh_score=cp.score if cp else None,
+            child_pugh_lower_bound=bool(cp and cp.lower_bound),
             acb_total=facts.acb_total, cns_active=len(facts.cns_active),
             medications=tuple(MedicationSummary(
                 m.label, m.order_id, m.source, m.draft, m.prescriber, m.start, m.daily,
@@ -82,7 +84,8 @@ class PatientSummary:
                        "measured_on": (self.kidney_measured_on.isoformat()
                                        if self.kidney_measured_on else None),
                        "text": self.kidney},
-            "child_pugh": {"class": self.child_pugh, "score": self.child_pugh_score},
+            "child_pugh": {"class": self.child_pugh, "score": self.child_pugh_score,
+                           "lower_bound": self.child_pugh_lower_bound},
             "acb_total": self.acb_total, "cns_active": self.cns_active,
             "medications": [m.to_dict() for m in self.medications],
         }

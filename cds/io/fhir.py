@@ -7,6 +7,7 @@ function the bulk NDJSON reader reuses record by record.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -79,7 +80,7 @@ def fhir_observation(resource: dict[str, Any]) -> Observation | None:
     Withdrawn observations (entered-in-error, cancelled) and ones that say why they have no
     value (dataAbsentReason) are skipped; a known code with no value or an unknown unit is
     an error, because silently dropping a creatinine could hide a renal-dose alert.
-    A comparator ("<", ">") is not kept: the bound is read as the value.
+    A comparator ("<", ">"; or an eGFR reported as text, ">60") is kept: the value is a bound.
     """
     _, where = check_type(resource, "Observation")
     obs = checked(OBSERVATION, resource, where)
@@ -88,27 +89,60 @@ def fhir_observation(resource: dict[str, Any]) -> Observation | None:
     if not found or obs.get("status") in _WITHDRAWN:
         return None
     code = found[0]
+    kind = LOINC_KINDS[code]
     quantity = obs.get("valueQuantity")
-    if quantity is None:
+    comparator: str | None
+    value: float | None
+    unit: str | None
+    if quantity is None and kind == "egfr" and obs.get("valueString") is not None:
+        # labs report eGFR as ">60" or "<15" text: a bound in the code's unit
+        value, comparator = _bound(str(obs.get("valueString")), f"{where}.valueString")
+        unit_key, unit = "valueString", "mL/min/1.73m2"
+    elif quantity is None:
         if obs.get("dataAbsentReason") is not None:
             return None
         raise InputError(f"LOINC {code} observation has no valueQuantity",
                          field=f"{where}.valueQuantity")
-    value = quantity.get("value")
+    else:
+        unit_key, unit = _unit(quantity)
+        comparator = _comparator(quantity.get("comparator"), f"{where}.valueQuantity.comparator")
+        value = quantity.get("value")
     if value is None:
         raise InputError("valueQuantity has no value", field=f"{where}.valueQuantity.value")
-    unit_key, unit = _unit(quantity)
     period = obs.get("effectivePeriod")
     when = (date_at(obs, "effectiveDateTime", where) or date_at(obs, "effectiveInstant", where)
             or (date_at(period, "start", f"{where}.effectivePeriod") if period else None)
             or date_at(obs, "issued", where))
     try:
         # model_validate, not __init__: the unit-converting validator returns a copy
-        return Observation.model_validate({"kind": LOINC_KINDS[code], "value": value,
-                                           "unit": unit, "date": when, "code": code})
+        return Observation.model_validate({"kind": kind, "value": value, "unit": unit,
+                                           "comparator": comparator, "date": when, "code": code})
     except ValidationError as e:
         msg = str(e.errors(include_url=False)[0]["msg"]).removeprefix("Value error, ")
-        raise InputError(msg, field=f"{where}.valueQuantity.{unit_key}") from None
+        raise InputError(msg, field=f"{where}.valueQuantity.{unit_key}"
+                         if unit_key != "valueString" else f"{where}.valueString") from None
+
+
+_COMPARATORS = ("<=", ">=", "<", ">")
+_BOUND = re.compile(r"^\s*(<=|>=|<|>|≤|≥)?\s*(\d+(?:\.\d+)?)\s*(?:ml/min(?:/1\.73\s*m(?:2|\^2|²))?)?\s*$",
+                    re.IGNORECASE)
+
+
+def _comparator(raw: object, field: str) -> str | None:
+    if raw is None:
+        return None
+    if raw not in _COMPARATORS:
+        raise InputError(f"unknown comparator {raw!r} (use <, <=, >, >=)", field=field)
+    return str(raw)
+
+
+def _bound(text: str, field: str) -> tuple[float, str | None]:
+    """'>60', '< 15', '>=90 mL/min/1.73m2' -> (60.0, '>'); a plain number has no comparator."""
+    m = _BOUND.match(text)
+    if m is None:
+        raise InputError(f"eGFR text {text!r} is not a number or a bound like '>60'", field=field)
+    op = {"≤": "<=", "≥": ">="}.get(m.group(1) or "", m.group(1))
+    return float(m.group(2)), op or None
 
 
 def _unit(quantity: Element) -> tuple[str, str | None]:

@@ -57,6 +57,7 @@ class Reference(TypedDict, total=False):
 @Shape
 class Quantity(TypedDict, total=False):
     value: Num | None
+    comparator: Str | None
     unit: Str | None
     code: Str | None
 
@@ -100,6 +101,7 @@ class ObservationShape(TypedDict, total=False):
     status: Str | None
     code: CodeableConcept | None
     valueQuantity: Quantity | None
+    valueString: Str | None
     dataAbsentReason: Any
     effectiveDateTime: Str | None
     effectiveInstant: Str | None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 
 from cds.knowledge.exposure import Exposure
-from cds.knowledge.hepatic import ChildPugh, child_pugh
+from cds.knowledge.hepatic import ChildPugh, child_pugh_bound
 from cds.knowledge.mme import MmeResult, assess, total
 from cds.knowledge.normalize import NormalizedMed, normalize
 from cds.knowledge.quality import DataIssue, record_issues
@@ -35,6 +35,8 @@ class RenalFunction:
     crcl: CrCl | None
     egfr: float | None
     egfr_basis: str | None  # "measured" | "CKD-EPI 2021"
+    #: the eGFR is a reported bound (">60": above 60; "<15": below 15), or None: a value
+    egfr_comparator: str | None
     creatinine: LabValue | None
     measured_on: date | None
 
@@ -90,6 +92,7 @@ def _renal(patient: Patient, latest: dict[str, Observation], age: int | None,
     crcl = None
     egfr = None
     basis = None
+    comparator = None
     if scr is not None and age is not None and scr.value > 0:
         if weight is not None and weight.value > 0:
             crcl = cockcroft_gault(age, weight.value, scr.value, female,
@@ -97,25 +100,26 @@ def _renal(patient: Patient, latest: dict[str, Observation], age: int | None,
         if patient.sex in ("female", "male"):
             egfr, basis = ckd_epi_2021(age, scr.value, female), "CKD-EPI 2021"
     if measured is not None and (scr is None or (measured.date or date.min) >= (scr.date or date.min)):
-        egfr, basis = measured.value, "measured"
+        egfr, basis, comparator = measured.value, "measured", measured.comparator
     dates = [d for d in (scr.date if scr else None, measured.date if measured else None) if d]
-    return RenalFunction(crcl, egfr, basis, LabValue(scr.value, scr.date) if scr else None,
+    return RenalFunction(crcl, egfr, basis, comparator, LabValue(scr.value, scr.date) if scr else None,
                          max(dates) if dates else None)
 
 
-def _hepatic(patient: Patient, latest: dict[str, Observation]
+def _hepatic(kb: Knowledge, patient: Patient, latest: dict[str, Observation]
              ) -> tuple[ChildPugh | None, tuple[str, ...]]:
+    """The Child-Pugh class: as recorded, else computed from the labs and from ascites and
+    encephalopathy (as recorded, else from active problem-list conditions), a lower bound when
+    parts are missing (cds/knowledge/hepatic.py)."""
     if patient.child_pugh_class:
         return ChildPugh(None, patient.child_pugh_class), ()
     bili, alb, inr = latest.get("bilirubin"), latest.get("albumin"), latest.get("inr")
-    missing = tuple(n for n, v in (("bilirubin", bili), ("albumin", alb), ("INR", inr),
-                                   ("ascites", patient.ascites),
-                                   ("encephalopathy", patient.encephalopathy)) if v is None)
-    if missing or bili is None or alb is None or inr is None:
-        return None, missing
-    assert patient.ascites is not None and patient.encephalopathy is not None
-    return child_pugh(bili.value, alb.value, inr.value, patient.ascites,
-                      patient.encephalopathy), ()
+    if bili is None and alb is None and inr is None:
+        return None, ("bilirubin", "albumin", "INR")  # no liver labs: nothing to say
+    ascites = patient.ascites or kb.child_pugh_part(patient.conditions, "ascites")
+    enceph = patient.encephalopathy or kb.child_pugh_part(patient.conditions, "encephalopathy")
+    return child_pugh_bound(bili.value if bili else None, alb.value if alb else None,
+                            inr.value if inr else None, ascites, enceph)
 
 
 def build_facts(kb: Knowledge, patient: Patient, as_of: date,
@@ -158,7 +162,7 @@ def build_facts(kb: Knowledge, patient: Patient, as_of: date,
                  for ing, labels in sorted(by_ing.items())]
     cns = tuple(i for i, cls in enumerate(med_classes) if CNS_ACTIVE_CLASS in cls)
     latest = patient.latest_by_kind()
-    hepatic, hepatic_missing = _hepatic(patient, latest)
+    hepatic, hepatic_missing = _hepatic(kb, patient, latest)
     weight = latest.get("weight")
     height = latest.get("height")
     # Each opioid is assessed once: today's MME and the history's MME by day come from it.

@@ -17,6 +17,16 @@ class ChildPugh:
     score: int | None  # None when the class was given, not computed
     cls: str
     points: tuple[tuple[str, int], ...] = ()
+    #: Some parts were not on file (or recorded without a grade) and were counted at their
+    #: least points: the true score and class may be higher ("at least B").
+    lower_bound: bool = False
+    #: Which parts were counted at their least points, and how, in words.
+    assumed: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """How the class is said: "C", or "at least B" for a lower bound."""
+        return f"at least {self.cls}" if self.lower_bound else self.cls
 
 
 def _bilirubin(v: float) -> int:
@@ -33,6 +43,12 @@ def _inr(v: float) -> int:
 
 _ASCITES = {"none": 1, "mild": 2, "moderate-severe": 3}
 _ENCEPHALOPATHY = {"none": 1, "grade 1-2": 2, "grade 3-4": 3}
+#: A condition on the problem list says the part is present but not its grade.
+PRESENT = "present"
+
+
+def _class(score: int) -> str:
+    return "A" if score <= 6 else "B" if score <= 9 else "C"
 
 
 def child_pugh(bilirubin: float, albumin: float, inr: float, ascites: str,
@@ -41,5 +57,43 @@ def child_pugh(bilirubin: float, albumin: float, inr: float, ascites: str,
               ("INR", _inr(inr)), ("ascites", _ASCITES[ascites]),
               ("encephalopathy", _ENCEPHALOPATHY[encephalopathy]))
     score = sum(p for _, p in points)
-    cls = "A" if score <= 6 else "B" if score <= 9 else "C"
-    return ChildPugh(score, cls, points)
+    return ChildPugh(score, _class(score), points)
+
+
+def child_pugh_bound(bilirubin: float | None, albumin: float | None, inr: float | None,
+                     ascites: str | None, encephalopathy: str | None
+                     ) -> tuple[ChildPugh | None, tuple[str, ...]]:
+    """Child-Pugh from what is on file. A part not on file counts at its least (1 point); an
+    ascites or encephalopathy recorded only as present counts 2. When nothing was assumed the
+    score is exact; otherwise it is a lower bound, reported as "at least B" or "at least C"
+    when the least possible score already reaches that class, and as not computable (None,
+    with the parts missing) when it does not."""
+    points: list[tuple[str, int]] = []
+    assumed: list[str] = []
+    missing: list[str] = []
+    for name, value, points_of in (("bilirubin", bilirubin, _bilirubin),
+                                   ("albumin", albumin, _albumin), ("INR", inr, _inr)):
+        if value is None:
+            points.append((name, 1))
+            assumed.append(f"{name} not on file (counted 1)")
+            missing.append(name)
+        else:
+            points.append((name, points_of(value)))
+    for name, grade, table in (("ascites", ascites, _ASCITES),
+                               ("encephalopathy", encephalopathy, _ENCEPHALOPATHY)):
+        if grade is None:
+            points.append((name, 1))
+            assumed.append(f"{name} not recorded (counted 1)")
+            missing.append(name)
+        elif grade == PRESENT:
+            points.append((name, 2))
+            assumed.append(f"{name} recorded without a grade (counted 2)")
+            missing.append(f"{name} grade")
+        else:
+            points.append((name, table[grade]))
+    score = sum(p for _, p in points)
+    if not assumed:
+        return ChildPugh(score, _class(score), tuple(points)), ()
+    if _class(score) == "A":
+        return None, tuple(missing)
+    return ChildPugh(score, _class(score), tuple(points), True, tuple(assumed)), ()

@@ -6,7 +6,7 @@ import csv
 import functools
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +85,23 @@ class Knowledge:
     anticholinergic: AnticholinergicScale
     #: Ingredients counted as opioids: members of the opioid class, or with an MME factor.
     opioids: frozenset[str] = frozenset()
+    #: Child-Pugh part (ascites, encephalopathy) -> condition codes that record it
+    #: (system, code with ICD-10-CM dots removed)
+    child_pugh_codes: dict[str, frozenset[tuple[str, str]]] = field(default_factory=dict)
 
     def is_opioid(self, ingredients: Iterable[str]) -> bool:
         """The one "is an opioid" test: any ingredient an opioid (a member of the opioid class,
         or one with an MME factor or an MME exclusion such as buprenorphine)."""
         return not self.opioids.isdisjoint(ingredients)
+
+    def child_pugh_part(self, conditions: Iterable[Any], part: str) -> str | None:
+        """"present" when an active condition records the Child-Pugh part (ascites,
+        encephalopathy), without a grade; None when none does."""
+        codes = self.child_pugh_codes.get(part, frozenset())
+        for c in conditions:
+            if c.status == "active" and c.code and (c.system or "", _code_key(c.code)) in codes:
+                return "present"
+        return None
 
     def ingredient_of(self, name: str) -> str | None:
         return self.names.get(name.strip().lower())
@@ -97,6 +109,11 @@ class Knowledge:
     def known(self, name: str) -> bool:
         """An ingredient or class id the knowledge base knows."""
         return name in self.classes.graph
+
+
+def _code_key(code: str) -> str:
+    """ICD-10-CM is written with or without its dot (K70.31, K7031): one key for both."""
+    return code.replace(".", "").upper()
 
 
 def _yaml(path: Path) -> Any:
@@ -180,12 +197,17 @@ def load_knowledge(data_dir: Path = DATA_DIR) -> Knowledge:
         threshold_note=acb_doc.get("threshold_note"),
     )
     products = _products(data_dir / "rxnorm_products.csv", names)
+    cp_doc = _yaml(data_dir / "child_pugh.yaml")
+    child_pugh_codes = {part: frozenset((e["system"], _code_key(str(e["code"])))
+                                        for e in cp_doc.get(part, []))
+                        for part in ("ascites", "encephalopathy")}
     return Knowledge(
         version=str(ing_doc["version"]), digest=h.hexdigest()[:16], ingredients=ingredients,
         by_rxcui=by_rxcui, names=names, products=products, classes=graph,
         mme_factors={k: tuple(v) for k, v in factors.items()}, mme_excluded=excluded,
         mme_factor_set=mme_doc["factor_set"], anticholinergic=acb,
         opioids=graph.members("opioid") | frozenset(factors) | frozenset(excluded),
+        child_pugh_codes=child_pugh_codes,
     )
 
 

@@ -21,13 +21,15 @@ class HepaticKind(DrugDoseKind):
         cp = facts.hepatic
         if cp is None or cp.cls not in cr.rule.child_pugh:
             return []
-        return self.per_med(cr, meds, {
-            "child_pugh": cp.cls, "child_pugh_score": cp.score if cp.score is not None else "given",
-            "action": cr.rule.action})
+        score = ("given" if cp.score is None
+                 else f"at least {cp.score}" if cp.lower_bound else cp.score)
+        return self.per_med(cr, meds, {"child_pugh": cp.label, "child_pugh_score": score,
+                                       "action": cr.rule.action})
 
     def explain(self, rule: Any, facts: Facts, index: Index) -> list[Condition]:
         cp = facts.hepatic
         return self.explain_drug(rule, facts, Condition(
             f"Child-Pugh class in {rule.child_pugh}",
-            cp.cls if cp else f"unknown (missing {', '.join(facts.hepatic_missing)})",
+            (cp.label + (f" ({'; '.join(cp.assumed)})" if cp.assumed else "")) if cp
+            else f"not computable (missing {', '.join(facts.hepatic_missing)})",
             None if cp is None else cp.cls in rule.child_pugh))
