@@ -184,8 +184,7 @@ def test_engine_only(benchmark: Any) -> None:
     engine = load_engine()
     body = hook_body()
     today = date.today()
-    built = assemble(PID, body["prefetch"], body["context"], with_drafts=True, dispense_days=180,
-                     today=today)
+    built = assemble(PID, body["prefetch"], body["context"], with_drafts=True)
     assert len(built.patient.medications) == 20
     result = engine.evaluate(built.patient, as_of=today, draft_orders=built.drafts)
     assert result.alerts
@@ -202,8 +201,7 @@ def test_engine_only(benchmark: Any) -> None:
     # parsing the FHIR of 20 orders + the draft, separately (part of the HTTP path)
     t0 = time.perf_counter()
     for _ in range(200):
-        assemble(PID, body["prefetch"], body["context"], with_drafts=True, dispense_days=180,
-                 today=today)
+        assemble(PID, body["prefetch"], body["context"], with_drafts=True)
         fhir_medication_order(body["context"]["draftOrders"]["entry"][0]["resource"], {})
     RESULTS["assemble"] = {"mean_ms": (time.perf_counter() - t0) / 200 * 1000}
 

@@ -97,6 +97,9 @@ def check(
 def _print_result(result) -> None:  # type: ignore[no-untyped-def]
     out.print(f"[bold]Patient[/] {result.patient}   as of {result.as_of}   "
               f"packs: {', '.join(result.packs)}")
+    if result.not_reviewed:
+        out.print(f"[yellow]Not reviewed:[/] {result.not_reviewed}; no checks were run.")
+        return
     m = result.mme
     bound = " (lower bound: an opioid could not be counted)" if m.lower_bound else ""
     t = Table(title=f"MME {m.total:.1f} MME/day ({m.factor_set}){bound}", title_justify="left")

@@ -144,6 +144,9 @@ class Patient(_Model):
     id: str
     birth_date: date | None = None
     sex: Literal["female", "male", "other", "unknown"] = "unknown"
+    #: Recorded as deceased (FHIR deceasedBoolean or deceasedDateTime): not reviewed.
+    deceased: bool = False
+    deceased_on: date | None = None
     observations: list[Observation] = Field(default_factory=list)
     conditions: list[Condition] = Field(default_factory=list)
     medications: list[MedicationOrder] = Field(default_factory=list)
@@ -172,7 +175,10 @@ class Patient(_Model):
         return best
 
     def age_on(self, day: date) -> int | None:
+        """Age in whole years on `day`, never past a date of death."""
         if self.birth_date is None:
             return None
+        if self.deceased_on is not None and self.deceased_on < day:
+            day = self.deceased_on
         b = self.birth_date
         return day.year - b.year - ((day.month, day.day) < (b.month, b.day))

@@ -99,7 +99,6 @@ def test_conditions_prefetch_reaches_the_patient() -> None:
                                       "code": "F11.20"}], "text": "Opioid use disorder"}}
     bundle = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": condition}]}
     got = assemble("p1", {"patient": {"resourceType": "Patient", "id": "p1"},
-                          "conditions": bundle}, {}, with_drafts=False, dispense_days=180,
-                   today=date(2026, 11, 26))
+                          "conditions": bundle}, {}, with_drafts=False)
     assert [(c.code, c.text) for c in got.patient.conditions] == [("F11.20", "Opioid use disorder")]
     assert "conditions" in templates(180, date(2026, 11, 26))

@@ -78,6 +78,12 @@ class Engine:
         """Check one patient on the evaluation date `as_of` (the caller reads the clock, once).
         Draft orders (CDS Hooks order-select / order-sign) are checked with the current list."""
         facts = self.facts(patient, as_of, draft_orders)
+        if patient.deceased:  # no medication review for a patient recorded as deceased
+            when = f" on {patient.deceased_on.isoformat()}" if patient.deceased_on else ""
+            return Result(patient=patient.id, as_of=facts.as_of, packs=self.pack_refs,
+                          knowledge=self.kb.version, mme=facts.mme, unrecognized=(), alerts=(),
+                          summary=PatientSummary.of(facts),
+                          not_reviewed=f"the patient is recorded as deceased{when}")
         return Result(patient=patient.id, as_of=facts.as_of, packs=self.pack_refs,
                       knowledge=self.kb.version, mme=facts.mme, unrecognized=facts.unrecognized,
                       alerts=tuple(self.alerts(facts)), summary=PatientSummary.of(facts),

@@ -47,6 +47,8 @@ class Result:
     summary: PatientSummary
     #: What could not be checked, and why (also said as data-quality alerts)
     issues: tuple[DataIssue, ...] = ()
+    #: Why the patient was not reviewed at all (recorded as deceased), else None
+    not_reviewed: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +61,7 @@ class Result:
             "as_of": self.as_of.isoformat(),
             "knowledge": self.knowledge,
             "summary": self.summary.to_dict(),
+            "not_reviewed": self.not_reviewed,
             "not_checked": [{"check": i.check, "medication": i.medication, "reason": i.reason,
                              "field": i.field} for i in self.issues],
         }

@@ -123,6 +123,16 @@ def normalize_reference(ref: str) -> str:
     return _HISTORY.sub("", ref) if "/_history/" in ref else ref
 
 
+def patient_id_of(reference: str) -> str | None:
+    """The patient id a reference names: Patient/1, https://host/fhir/Patient/1 or
+    Patient/1/_history/2; None when it names no Patient."""
+    ref = normalize_reference(reference)
+    if "Patient/" not in ref:
+        return None
+    pid = ref.rsplit("Patient/", 1)[1]
+    return pid if pid and "/" not in pid else None
+
+
 def time_unit(quantity: Element, where: str) -> PeriodUnit:
     """The FHIR time unit of a Duration (code first: it is the machine-readable one)."""
     for key in ("code", "unit"):

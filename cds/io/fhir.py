@@ -15,20 +15,17 @@ from pydantic import ValidationError
 from cds.errors import InputError
 from cds.io._fhir import (
     Element,
-    as_dict,
     check_type,
     codings,
     concept_text,
     date_at,
     label,
     nonempty,
-    normalize_reference,
     status_code,
 )
-from cds.io._shape import guarded, kind_of, validation_error
-from cds.io.fhir_meds import SOURCES, fhir_medication_order
+from cds.io._shape import guarded, kind_of
 from cds.io.fhir_shapes import BUNDLE, CONDITION, OBSERVATION, PATIENT, checked
-from cds.patient import Condition, MedicationOrder, Observation, ObservationKind, Patient
+from cds.patient import Condition, Observation, ObservationKind
 from cds.units import canonical_unit
 from cds.vocabulary import LOINC
 
@@ -59,7 +56,8 @@ _SEXES = frozenset({"female", "male", "other", "unknown"})
 
 @guarded(lambda resource: label(resource))
 def fhir_patient_demographics(resource: dict[str, Any]) -> dict[str, Any]:
-    """Patient resource -> {"id", "birth_date", "sex"} (the Patient model's field names)."""
+    """Patient resource -> {"id", "birth_date", "sex"[, "deceased", "deceased_on"]} (the
+    Patient model's field names)."""
     _, where = check_type(resource, "Patient")
     patient = checked(PATIENT, resource, where)
     rid = nonempty(patient.get("id"))
@@ -69,8 +67,12 @@ def fhir_patient_demographics(resource: dict[str, Any]) -> dict[str, Any]:
     if gender is not None and gender.lower() not in _SEXES:
         raise InputError(f"unknown gender {gender!r} (use {', '.join(sorted(_SEXES))})",
                          field=f"{where}.gender")
-    return {"id": rid, "birth_date": date_at(patient, "birthDate", where),
-            "sex": gender.lower() if gender else "unknown"}
+    out = {"id": rid, "birth_date": date_at(patient, "birthDate", where),
+           "sex": gender.lower() if gender else "unknown"}
+    died = date_at(patient, "deceasedDateTime", where)
+    if died is not None or patient.get("deceasedBoolean") is True:
+        out.update(deceased=True, deceased_on=died)
+    return out
 
 
 @guarded(lambda resource: label(resource))
@@ -176,58 +178,10 @@ def fhir_condition(resource: dict[str, Any]) -> Condition:
                      onset=onset)
 
 
-def patient_from_fhir(bundle: dict[str, Any], *, source: str | None = None) -> Patient:
-    """A FHIR R4 Bundle, or one resource, -> Patient. `source` names the input in errors."""
-    try:
-        return _patient_from_fhir(bundle)
-    except InputError as e:
-        raise e.at(file=source) from None
-    except ValidationError as e:
-        raise validation_error(e).at(file=source) from None
-
-
-def _patient_from_fhir(bundle: object) -> Patient:
-    entries = _entries(bundle)
-    meds: dict[str, dict[str, Any]] = {}
-    others: dict[str, dict[str, Any]] = {}
-    patients: list[tuple[str | None, dict[str, Any]]] = []
-    for full_url, res, _ in entries:
-        index = meds if res.get("resourceType") == "Medication" else others
-        for key in _keys(full_url, res):
-            index[key] = res
-        if res.get("resourceType") == "Patient":
-            patients.append((full_url, res))
-    demographics = _demographics(patients, entries)
-    me = _identities(demographics["id"], patients)
-    observations: list[Observation] = []
-    conditions: list[Condition] = []
-    orders: list[MedicationOrder] = []
-    for full_url, res, where in entries:
-        rtype = res.get("resourceType")
-        if rtype not in ("Observation", "Condition", *SOURCES):
-            continue
-        try:
-            _check_subject(res, me)
-            if rtype == "Observation":
-                obs = fhir_observation(res)
-                if obs is not None:
-                    observations.append(obs)
-            elif rtype == "Condition":
-                condition = fhir_condition(res)
-                if condition.status != "entered-in-error":
-                    conditions.append(condition)
-            elif not (res.get("doNotPerform") is True
-                      or res.get("status") == "entered-in-error"):
-                orders.append(fhir_medication_order(res, meds, resources=others,
-                                                    fallback_id=full_url))
-        except InputError as e:
-            raise (e if res.get("id") else e.at(record=where)) from None
-    return Patient(**demographics, observations=observations, conditions=conditions,
-                   medications=orders)
-
-
-def _entries(bundle: object) -> list[tuple[str | None, dict[str, Any], str]]:
-    """(fullUrl, resource, where) of every entry that has a resource."""
+def bundle_entries(bundle: object, where: str = "Bundle",
+                   depth: int = 0) -> list[tuple[str | None, dict[str, Any], str]]:
+    """(fullUrl, resource, where) of every entry that has a resource; the entries of a Bundle
+    inside a Bundle are read as the outer bundle's (a transaction wrapping a searchset)."""
     if not isinstance(bundle, dict):
         raise InputError(f"expected a FHIR resource object, got {kind_of(bundle)}")
     rtype = bundle.get("resourceType")
@@ -237,66 +191,25 @@ def _entries(bundle: object) -> list[tuple[str | None, dict[str, Any], str]]:
         raise InputError(f"expected a string, got {kind_of(rtype)}", field="resourceType")
     if rtype != "Bundle":
         return [(None, bundle, rtype)]
+    if depth > _MAX_NESTING:
+        raise InputError(f"Bundles nested more than {_MAX_NESTING} deep", field=where)
     out = []
-    for i, entry in enumerate(checked(BUNDLE, bundle, "Bundle").get("entry") or ()):
+    for i, entry in enumerate(checked(BUNDLE, bundle, where).get("entry") or ()):
         res = entry.get("resource")
         if res is None:
             continue
+        at = f"{where}.entry[{i}]"
         if not isinstance(res.get("resourceType"), str):
-            field = f"Bundle.entry[{i}].resource.resourceType"
+            field = f"{at}.resource.resourceType"
             if res.get("resourceType") is None:
                 raise InputError("resource has no resourceType", field=field)
             raise InputError(f"expected a string, got {kind_of(res['resourceType'])}", field=field)
-        out.append((nonempty(entry.get("fullUrl")), res, f"Bundle.entry[{i}]"))
+        if res["resourceType"] == "Bundle":
+            out += bundle_entries(res, f"{at}.resource", depth + 1)
+        else:
+            out.append((nonempty(entry.get("fullUrl")), res, at))
     return out
 
 
-def _keys(full_url: str | None, res: dict[str, Any]) -> list[str]:
-    """Every way another resource in the bundle may refer to this one."""
-    keys = [full_url] if full_url else []
-    rid = res.get("id")
-    if isinstance(rid, str) and rid:
-        keys.append(f"{res['resourceType']}/{rid}")
-    return keys
-
-
-def _demographics(patients: list[tuple[str | None, dict[str, Any]]],
-                  entries: list[tuple[str | None, dict[str, Any], str]]) -> dict[str, Any]:
-    """The one patient of the bundle: a bundle mixing two patients is refused, because
-    one patient's medications would be checked against another's labs."""
-    if patients:
-        found = [fhir_patient_demographics(res) for _, res in patients]
-        ids = sorted({d["id"] for d in found})
-        if len(ids) > 1:
-            raise InputError(f"bundle holds more than one patient: {', '.join(ids)}",
-                             field="Bundle.entry")
-        return found[0]
-    for _, res, _ in entries:  # no Patient resource: take the id from a subject reference
-        ref = _subject(res)
-        if ref is not None and ref.startswith("Patient/") and len(ref) > len("Patient/"):
-            return {"id": ref.removeprefix("Patient/")}
-    raise InputError("no Patient resource and no subject reference to name the patient",
-                     field="Bundle.entry")
-
-
-def _identities(pid: str, patients: list[tuple[str | None, dict[str, Any]]]) -> set[str]:
-    me = {f"Patient/{pid}"}
-    me.update(url for url, _ in patients if url)
-    return me
-
-
-def _subject(res: dict[str, Any]) -> str | None:
-    ref = as_dict(res.get("subject")) or as_dict(res.get("patient"))
-    target = ref.get("reference") if ref else None
-    return normalize_reference(target) if isinstance(target, str) else None
-
-
-def _check_subject(res: dict[str, Any], me: set[str]) -> None:
-    """Refuse a resource that names another patient as its subject."""
-    ref = _subject(res)
-    if ref is None or ref in me or any(ref.endswith("/" + m) for m in me if "/" in m):
-        return
-    if "Patient/" in ref or (ref.startswith("urn:") and any(m.startswith("urn:") for m in me)):
-        key = "subject" if as_dict(res.get("subject")) else "patient"
-        raise InputError(f"refers to another patient ({ref}, expected "
-                         f"{' or '.join(sorted(me))})", field=f"{label(res)}.{key}.reference")
+#: A Bundle in a Bundle is read; deeper nesting is refused (no EHR sends it).
+_MAX_NESTING = 3

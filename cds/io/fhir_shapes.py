@@ -93,6 +93,8 @@ class PatientShape(TypedDict, total=False):
     id: Str | None
     gender: Str | None
     birthDate: Str | None
+    deceasedBoolean: bool | None
+    deceasedDateTime: Str | None
 
 
 @Shape

@@ -10,7 +10,7 @@ import orjson
 
 from cds.errors import InputError
 from cds.io._shape import kind_of
-from cds.io.fhir import patient_from_fhir
+from cds.io.builder import patient_from_fhir
 from cds.io.native import patient_from_native
 from cds.patient import Patient
 

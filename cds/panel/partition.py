@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from cds.io._fhir import normalize_reference
+from cds.io._fhir import patient_id_of
 from cds.panel.csvlayout import CSV_FILES, csv_record
 
 #: Bulk Data files read, by resource type. Medication is shared by every patient.
@@ -160,16 +160,8 @@ def patient_ref(resource: dict[str, Any]) -> str | None:
         if isinstance(ref, dict):
             target = ref.get("reference")
             if isinstance(target, str):
-                return _patient_id(target)
+                return patient_id_of(target)
     return None
-
-
-def _patient_id(reference: str) -> str | None:
-    ref = normalize_reference(reference)
-    if "Patient/" not in ref:
-        return None
-    pid = ref.rsplit("Patient/", 1)[1]
-    return pid if pid and "/" not in pid else None
 
 
 class _ShardFiles:
@@ -237,7 +229,7 @@ def partition_unit(unit: Unit, folder: str, shards: int) -> UnitResult:
                 parsed = orjson.loads(raw)
             except orjson.JSONDecodeError as e:
                 m = _SUBJECT.search(raw)  # still say whose record it was, when we can
-                pid = _patient_id(m.group(1).decode("utf-8", "replace")) if m else None
+                pid = patient_id_of(m.group(1).decode("utf-8", "replace")) if m else None
                 if pid is None or not pid.isprintable():
                     bad(line_no, f"not valid JSON ({e})", raw.decode("utf-8", "replace")[:2000])
                     continue

@@ -322,6 +322,7 @@ def _merge(work: Path, out: Path, manifest: dict[str, Any], eng: Engine, params:
             "records_by_type": manifest["by_type"], "alerts": n_alerts,
             "quarantined": n_quarantined, "skipped": stats.get("skipped", 0),
             "review_failed": stats.get("failed", 0),
+            "not_reviewed_deceased": stats.get("deceased", 0),
             "patients_with_unassessed_items": stats.get("not_assessed_patients", 0),
             "patients_with_alerts": n_patients - int(stats["burden_hist"].get("0", 0)),
             "mme_50_or_more": stats.get("mme_50", 0), "mme_90_or_more": stats.get("mme_90", 0),

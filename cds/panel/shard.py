@@ -25,12 +25,11 @@ import pyarrow.parquet as pq
 from cds.engine.evaluator import Engine
 from cds.engine.result import Result, mme_to_dict
 from cds.errors import CdsError, InputError
-from cds.io import fhir_condition, fhir_medication_order, fhir_observation, fhir_patient_demographics
+from cds.io import Record, build_patient
 from cds.panel.columns import ALERT_COLUMNS, ALERT_SCHEMA, MME_BIN, MME_BINS, sort_key
-from cds.patient import Condition, MedicationOrder, Observation, Patient
+from cds.patient import Patient
 from cds.vocabulary import DATA_QUALITY, FAMILIES
 
-MED_TYPES = frozenset({"MedicationRequest", "MedicationStatement", "MedicationDispense"})
 #: The panel's own rule for "part of this patient's record could not be assessed".
 NOT_ASSESSED_RULE = "panel/not-assessed"
 
@@ -98,7 +97,7 @@ class _Out:
         self.top: list[tuple[Any, ...]] = []  # heap of (inverted key, n, detail)
         self.stats: dict[str, Any] = {
             "patients": 0, "records": 0, "skipped": 0, "quarantined": 0, "alerts": 0,
-            "failed": 0, "not_assessed_patients": 0, "rules": {}, "severities": {},
+            "failed": 0, "deceased": 0, "not_assessed_patients": 0, "rules": {}, "severities": {},
             "families": {}, "mme_hist": [0] * (MME_BINS + 1), "mme_zero": 0, "burden_hist": {},
             "acb_hist": {}, "mme_50": 0, "mme_90": 0, "seconds": {"read": 0.0, "parse": 0.0,
                                                               "engine": 0.0, "write": 0.0}}
@@ -144,22 +143,6 @@ def _label(res: dict[str, Any]) -> str:
     rtype = res.get("resourceType") or "resource"
     rid = res.get("id")
     return f"{rtype}/{rid}" if isinstance(rid, str) and rid else str(rtype)
-
-
-def _med_name(res: dict[str, Any]) -> str:
-    """What a pharmacist would call an unusable medication record."""
-    concept = res.get("medicationCodeableConcept")
-    if isinstance(concept, dict):
-        if isinstance(concept.get("text"), str):
-            return str(concept["text"])
-        codings = concept.get("coding")
-        for c in codings if isinstance(codings, list) else ():
-            if isinstance(c, dict) and isinstance(c.get("display"), str):
-                return str(c["display"])
-    ref = res.get("medicationReference")
-    if isinstance(ref, dict) and isinstance(ref.get("display"), str):
-        return str(ref["display"])
-    return _label(res)
 
 
 def review_shard(job: ShardJob, engine: Engine | None = None,
@@ -231,63 +214,31 @@ def _review_patient(eng: Engine, pid: str, records: list[bytes],
                                  f"{out.job.unit_files.get(unit)})", why))
             continue
         parsed.append((unit, line, res))
-    demographics: dict[str, Any] = {"id": pid}
-    seen_patient = False
-    resources: dict[str, dict[str, Any]] = {}
-    for _, _, res in parsed:
-        rtype = res.get("resourceType")
-        if rtype in ("MedicationRequest", "Condition") and isinstance(res.get("id"), str):
-            resources[f"{rtype}/{res['id']}"] = res
-    observations: list[Observation] = []
-    conditions: list[Condition] = []
-    orders: list[MedicationOrder] = []
-    for unit, line, res in parsed:
-        rtype = res.get("resourceType")
-        try:
-            if rtype == "Patient":
-                demo = fhir_patient_demographics(res)
-                if not seen_patient:
-                    demographics, seen_patient = demo, True
-                elif demo != demographics:
-                    raise InputError("a second, different Patient resource for this patient")
-                else:
-                    st["skipped"] += 1
-            elif rtype in MED_TYPES:
-                if res.get("doNotPerform") is True or res.get("status") == "entered-in-error":
-                    st["skipped"] += 1
-                    continue
-                orders.append(fhir_medication_order(
-                    res, meds, resources=resources,
-                    fallback_id=f"{out.job.unit_files.get(unit)}:{line}"))
-            elif rtype == "Observation":
-                obs = fhir_observation(res)
-                if obs is None:
-                    st["skipped"] += 1
-                else:
-                    observations.append(obs)
-            elif rtype == "Condition":
-                cond = fhir_condition(res)
-                if cond.status == "entered-in-error":
-                    st["skipped"] += 1
-                else:
-                    conditions.append(cond)
-            else:
-                st["skipped"] += 1
-        except Exception as e:  # InputError, or a reader bug: never stop the run
-            reason = str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}"
-            problem = e.message if isinstance(e, InputError) else reason
-            out.quarantine_record(unit, line, pid, _label(res), reason, res, problem)
-            if rtype in MED_TYPES:
-                not_assessed.append((_med_name(res), reason))
-            elif rtype == "Observation":
-                not_assessed.append((f"a lab ({_label(res)})", reason))
-            elif rtype == "Patient":
-                not_assessed.append(("demographics (age, sex)", reason))
+    recs = [Record(res, None, f"{out.job.unit_files.get(unit)}:{line}", (unit, line))
+            for unit, line, res in parsed]
+    try:
+        built = build_patient(recs, patient_id=pid, medications=meds)
+    except InputError as e:  # the demographics themselves cannot make a Patient
+        built = None
+        st["failed"] += 1
+        out.quarantine_record(-1, 0, pid, f"Patient/{pid}", f"review failed: {e}", None,
+                              "review failed")
     t1 = time.perf_counter()
     st["seconds"]["parse"] += t1 - t0
+    if built is None:
+        return
+    st["skipped"] += built.skipped
+    for lo in built.left_out:
+        unit, line = lo.record.origin
+        problem = lo.error.message if isinstance(lo.error, InputError) else lo.reason
+        out.quarantine_record(unit, line, pid, _label(lo.record.resource), lo.reason,
+                              lo.record.resource, problem)
+        not_assessed.append((lo.what, lo.reason))
+    patient = built.patient
+    if patient.deceased:
+        st["deceased"] += 1  # not reviewed: off the worklist, counted in run.json and the report
+        return
     try:
-        patient = Patient(**demographics, observations=observations, conditions=conditions,
-                          medications=orders)
         result = eng.evaluate(patient, out.job.as_of)
     except Exception as e:  # never stop the run: the patient is listed as failed
         st["failed"] += 1

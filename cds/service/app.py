@@ -37,8 +37,15 @@ from fastapi.responses import HTMLResponse, Response
 from cds.engine.alerts import Alert
 from cds.errors import CdsError, PackErrors
 from cds.service.assemble import Assembled, BadRequest, assemble
+from cds.service.assemble import patient_id as normalize_patient_id
 from cds.service.auth import AuthError, Verifier
-from cds.service.cards import CardContext, alert_to_card, incomplete_card, order_alerts
+from cds.service.cards import (
+    CardContext,
+    alert_to_card,
+    incomplete_card,
+    not_reviewed_card,
+    order_alerts,
+)
 from cds.service.config import ConfigError, Settings, load_settings
 from cds.service.discovery import SERVICES, Service, discovery
 from cds.service.feedback import FeedbackError, FeedbackStore, IssuedCard, parse_feedback
@@ -274,7 +281,9 @@ async def _hook(state: ServiceState, service_id: str, request: Request,
     context = body.get("context")
     if not isinstance(context, dict):
         raise HTTPProblem(400, "bad-request", "must be an object", "context")
-    patient_id = _string(context, "patientId", "context.") or ""
+    # "123" or "Patient/123": the id itself from here on (prefetch tokens included)
+    patient_id = context["patientId"] = normalize_patient_id(
+        _string(context, "patientId", "context.") or "")
     _string(context, "userId", "context.", required=False)
     _string(context, "encounterId", "context.", required=False)
     _string(body, "fhirServer", "", required=False)
@@ -305,7 +314,7 @@ async def _hook(state: ServiceState, service_id: str, request: Request,
     except _EngineFault as e:
         raise HTTPProblem(500, "engine-fault", "the rule engine failed on this patient; no "
                                                "checks were made", incident=e.incident) from None
-    if got.missing or work.problems or work.unchecked:
+    if (got.missing or work.problems or work.unchecked) and not work.not_reviewed:
         ctx = work.ctx
         missing = [KEY_LABELS.get(k, k) for k in got.missing]
         card = incomplete_card(ctx, missing, work.problems, service_label=SERVICE_LABEL,
@@ -361,12 +370,12 @@ class _Work:
         self.today = today
         self.problems: list[str] = []
         self.unchecked: list[Alert] = []  # data-quality alerts: said together on one card
+        self.not_reviewed = False
         self.ctx = CardContext(hook_instance=instance, patient_id=patient_id)
 
     def run(self) -> tuple[list[dict[str, Any]], list[IssuedCard], float]:
         built: Assembled = assemble(self.patient_id, self.values, self.context,
-                                    with_drafts=self.service.drafts,
-                                    dispense_days=self.settings.dispense_days, today=self.today)
+                                    with_drafts=self.service.drafts)
         self.problems = built.problems
         t0 = time.perf_counter()
         try:
@@ -391,6 +400,10 @@ class _Work:
             override_reason_system=s.override_reason_system, topic_system=s.topic_system)
         cards = []
         issued = []
+        if result.not_reviewed:  # one line, and no checks
+            self.not_reviewed = True
+            card = not_reviewed_card(self.ctx, result.not_reviewed, service_label=SERVICE_LABEL)
+            return [card], [_issued(card, self.service.id, self.instance, None)], engine_ms
         for alert in order_alerts(result.alerts):
             if alert.family == DATA_QUALITY:
                 self.unchecked.append(alert)

@@ -1,27 +1,26 @@
 """Prefetched (or fetched) FHIR data and draft orders -> the Patient the engine checks.
 
-Each resource is read on its own with cds.io's per-resource readers, so one unreadable
-record does not sink the whole check: it is left out and named on a "could not check" card.
-Draft orders are different: they are what is being signed, so a draft that cannot be read is
-a bad request (400) naming the entry and field.
+The patient is built by the one builder every path uses (cds.io.builder): one unreadable
+record does not sink the whole check, it is left out and named on a "could not check" card.
+Draft orders are different: they are what is being signed, so a draft that cannot be read,
+or whose subject is another patient, is a bad request (400) naming the entry and field.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
 from cds.errors import CdsError, InputError
-from cds.io import fhir_condition, fhir_medication_order, fhir_observation, fhir_patient_demographics
-from cds.patient import Condition, MedicationOrder, Observation, Patient
+from cds.io import Record, build_patient, fhir_medication_order
+from cds.io._fhir import label, patient_id_of
+from cds.io.builder import subject_of
+from cds.io.fhir import bundle_entries
+from cds.patient import MedicationOrder, Patient
 from cds.service.cards import OrderRef
-
-MED_TYPES = ("MedicationRequest", "MedicationStatement", "MedicationDispense")
-_WITHDRAWN = frozenset({"entered-in-error", "cancelled"})
 
 
 class BadRequest(CdsError):
@@ -41,44 +40,6 @@ class Assembled:
     problems: list[str] = field(default_factory=list)  # records left out, for the card
 
 
-def _resources(value: Any, where: str) -> list[dict[str, Any]]:
-    if value is None:
-        return []
-    if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
-        raise BadRequest("expected a FHIR resource (or a searchset Bundle) or null", where)
-    if value["resourceType"] != "Bundle":
-        return [value]
-    entries = value.get("entry") or []
-    if not isinstance(entries, list):
-        raise BadRequest("Bundle.entry is not an array", where)
-    out = []
-    for e in entries:
-        res = e.get("resource") if isinstance(e, dict) else None
-        if isinstance(res, dict) and isinstance(res.get("resourceType"), str):
-            out.append(res)
-    return out
-
-
-def _label(res: Mapping[str, Any]) -> str:
-    rid = res.get("id")
-    return f"{res['resourceType']}/{rid}" if isinstance(rid, str) and rid else str(res["resourceType"])
-
-
-def _subject(res: Mapping[str, Any]) -> str | None:
-    for key in ("subject", "patient"):
-        ref = res.get(key)
-        if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
-            return str(ref["reference"])
-    return None
-
-
-def _other_patient(res: Mapping[str, Any], pid: str) -> bool:
-    ref = _subject(res)
-    if ref is None or "Patient/" not in ref:
-        return False
-    return ref.split("/_history/")[0].rsplit("Patient/", 1)[1] != pid
-
-
 def _error(e: Exception) -> str:
     if isinstance(e, InputError):
         return str(e)
@@ -88,8 +49,8 @@ def _error(e: Exception) -> str:
     return type(e).__name__
 
 
-def drafts_from(context: Mapping[str, Any], index: Mapping[str, dict[str, Any]]
-                ) -> tuple[list[MedicationOrder], dict[str, OrderRef]]:
+def drafts_from(context: Mapping[str, Any], index: Mapping[str, dict[str, Any]],
+                pid: str | None = None) -> tuple[list[MedicationOrder], dict[str, OrderRef]]:
     """context.draftOrders (a Bundle) -> draft MedicationOrders; other order types are skipped."""
     bundle = context.get("draftOrders")
     if bundle is None:
@@ -108,6 +69,11 @@ def drafts_from(context: Mapping[str, Any], index: Mapping[str, dict[str, Any]]
             raise BadRequest("entry has no resource", where)
         if res.get("resourceType") != "MedicationRequest":
             continue  # ServiceRequest, NutritionOrder, ...: not medication safety
+        ref = subject_of(res)
+        named = patient_id_of(ref) if ref else None
+        if pid is not None and named is not None and named != pid:
+            raise BadRequest(f"the draft order is for another patient ({ref}; this call is for "
+                             f"Patient/{pid})", f"{where}.subject.reference")
         try:
             order = fhir_medication_order(res, index)
         except (InputError, ValidationError) as e:
@@ -120,77 +86,57 @@ def drafts_from(context: Mapping[str, Any], index: Mapping[str, dict[str, Any]]
     return drafts, refs
 
 
+def patient_id(raw: str) -> str:
+    """`context.patientId` as EHRs send it: "123" or "Patient/123" (the opioid CDS reference
+    implementation's examples use the second)."""
+    return patient_id_of(raw) or raw.strip()
+
+
 def assemble(patient_id: str, values: Mapping[str, Any], context: Mapping[str, Any], *,
-             with_drafts: bool, dispense_days: int, today: date) -> Assembled:
-    """Build the Patient from prefetch values (key -> resource, Bundle or None)."""
-    resources: list[dict[str, Any]] = []
+             with_drafts: bool) -> Assembled:
+    """Build the Patient from prefetch values (key -> resource, Bundle or None) with the one
+    builder every path uses (cds.io.builder); the records left out are named for the card."""
+    records: list[Record] = []
     for key, value in values.items():
-        resources += _resources(value, f"prefetch.{key}")
+        records += _records(value, f"prefetch.{key}")
     draft_bundle = context.get("draftOrders") if with_drafts else None
     medications: dict[str, dict[str, Any]] = {}
-    others: dict[str, dict[str, Any]] = {}
-    seen: dict[tuple[str, str], dict[str, Any]] = {}
-    for res in resources + _resources(draft_bundle, "context.draftOrders"):
+    for r in records + _records(draft_bundle, "context.draftOrders"):
+        res = r.resource
         rid = res.get("id")
-        if isinstance(rid, str) and rid:
-            k = (res["resourceType"], rid)
-            if k in seen:
-                continue
-            seen[k] = res
-            (medications if res["resourceType"] == "Medication" else others)[f"{k[0]}/{rid}"] = res
+        if res["resourceType"] == "Medication" and isinstance(rid, str) and rid:
+            medications.setdefault(f"Medication/{rid}", res)
     drafts: list[MedicationOrder] = []
     orders: dict[str, OrderRef] = {}
     if with_drafts:
-        drafts, orders = drafts_from(context, medications)
+        drafts, orders = drafts_from(context, medications, patient_id)
     draft_ids = {d.id for d in drafts}
-
-    problems: list[str] = []
-    demographics: dict[str, Any] = {"id": patient_id}
-    observations: list[Observation] = []
-    meds: list[MedicationOrder] = []
-    conditions: list[Condition] = []
-    cutoff = today - timedelta(days=dispense_days)
-    for res in resources:
-        rtype = res["resourceType"]
-        try:
-            if rtype == "Patient":
-                found = fhir_patient_demographics(res)
-                if found["id"] != patient_id:
-                    problems.append(f"{_label(res)}: not the patient of this call; left out")
-                    continue
-                demographics = found
-            elif rtype == "Observation":
-                if _other_patient(res, patient_id):
-                    problems.append(f"{_label(res)}: belongs to another patient; left out")
-                    continue
-                obs = fhir_observation(res)
-                if obs is not None:
-                    observations.append(obs)
-            elif rtype == "Condition":
-                if _other_patient(res, patient_id):
-                    problems.append(f"{_label(res)}: belongs to another patient; left out")
-                    continue
-                conditions.append(fhir_condition(res))
-            elif rtype in MED_TYPES:
-                if res.get("doNotPerform") is True or res.get("status") in _WITHDRAWN:
-                    continue
-                if _other_patient(res, patient_id):
-                    problems.append(f"{_label(res)}: belongs to another patient; left out")
-                    continue
-                order = fhir_medication_order(res, medications, resources=others)
-                if order.id in draft_ids:
-                    continue  # the draft itself, also returned by the search
-                if order.source == "dispense" and order.dispensed and order.dispensed < cutoff:
-                    continue
-                meds.append(order)
-                rid = res.get("id")
-                if rtype == "MedicationRequest" and isinstance(rid, str) and rid:
-                    orders.setdefault(order.id, OrderRef(rtype, rid, res, False))
-        except (InputError, ValidationError) as e:
-            problems.append(f"{_label(res)}: {_error(e)}")
     try:
-        patient = Patient(**demographics, observations=observations, medications=meds,
-                          conditions=conditions)
-    except ValidationError as e:
-        raise BadRequest(_error(e), "prefetch.patient") from None
+        built = build_patient(records, patient_id=patient_id, medications=medications)
+    except InputError as e:
+        raise BadRequest(str(e), "prefetch.patient") from None
+    patient = built.patient
+    if draft_ids:  # the draft itself, also returned by the medications search
+        patient = patient.model_copy(update={"medications": [
+            m for m in patient.medications if m.id not in draft_ids]})
+    by_id = {(r.resource["resourceType"], r.resource.get("id")): r.resource for r in records}
+    for m in patient.medications:
+        found = by_id.get(("MedicationRequest", m.id))
+        if found is not None:
+            orders.setdefault(m.id, OrderRef("MedicationRequest", m.id, found, False))
+    problems = [f"{label(lo.record.resource)}: {lo.reason}" for lo in built.left_out]
     return Assembled(patient=patient, drafts=drafts, orders=orders, problems=problems)
+
+
+def _records(value: Any, where: str) -> list[Record]:
+    """The resources of a prefetch value (a resource or a searchset Bundle, nested Bundles
+    read as one)."""
+    if value is None:
+        return []
+    if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
+        raise BadRequest("expected a FHIR resource (or a searchset Bundle) or null", where)
+    try:
+        entries = bundle_entries(value, where)
+    except InputError as e:
+        raise BadRequest(e.message, e.field or where) from None
+    return [Record(res, url, at) for url, res, at in entries]

@@ -317,7 +317,8 @@ def incomplete_card(ctx: CardContext, missing: Sequence[str], problems: Sequence
     not recognized, opioids not counted in the MME...)."""
     pieces = list(missing) + (["unreadable records"] if problems else [])
     pieces += [a.summary[0].lower() + a.summary[1:] for a in unchecked]
-    summary = clip_summary("Medication safety check incomplete: " + "; ".join(pieces))
+    summary = clip_summary("Medication safety check incomplete: could not check "
+                           + "; ".join(pieces))
     lines = ["These checks ran without some of the patient's data, so an alert may be "
              "missing. Review the following by hand:", ""]
     lines += [f"- {md(m)}" for m in missing]
@@ -335,6 +336,20 @@ def incomplete_card(ctx: CardContext, missing: Sequence[str], problems: Sequence
         "summary": summary,
         "indicator": "warning" if serious else "info",
         "detail": "\n".join(lines),
+        "source": {"label": service_label,
+                   "topic": {"system": ctx.topic_system, "code": "data",
+                             "display": FAMILY_DISPLAY["data"]}},
+    }
+
+
+def not_reviewed_card(ctx: CardContext, why: str, *, service_label: str) -> dict[str, Any]:
+    """The one card for a patient the service does not review (recorded as deceased)."""
+    return {
+        "uuid": str(uuid.uuid5(_NS, f"{ctx.hook_instance}|not-reviewed")),
+        "summary": clip_summary(f"Medication safety checks not run: {why}"),
+        "indicator": "info",
+        "detail": md(f"No checks were run because {why}. If this is wrong, correct the "
+                     "patient record."),
         "source": {"label": service_label,
                    "topic": {"system": ctx.topic_system, "code": "data",
                              "display": FAMILY_DISPLAY["data"]}},
