@@ -333,12 +333,15 @@ def synth(
         "--anchor", help="'Today' of the synthetic history, YYYY-MM-DD (default 2026-11-26).")] = None,
     dirty: Annotated[float, typer.Option(
         "--dirty", help="Share of records of each dirty kind (0 for a clean panel).")] = 0.01,
+    style: Annotated[str, typer.Option(
+        "--style", help="clinic, or synthea: records shaped as the Synthea generator writes "
+                        "them (unitless doses, no route, deceased patients).")] = "clinic",
 ) -> None:
     """Write a synthetic FHIR Bulk Data panel for demos, tests and benchmarks."""
     from cds.synth import write_panel
 
     write_panel(patients, out_dir, seed=seed, gzip=gz,
-                anchor=_as_of(anchor) if anchor else None, dirty=dirty)
+                anchor=_as_of(anchor) if anchor else None, dirty=dirty, style=style)
     out.print(f"wrote {patients} patients to {out_dir}")
 
 

@@ -20,6 +20,7 @@ from typing import IO, Any
 
 import orjson
 
+from cds.errors import UsageError
 from cds.knowledge import Knowledge, default_knowledge
 from cds.vocabulary import LOINC, RXNORM, SNOMED, UCUM
 
@@ -344,25 +345,55 @@ class _Gen:
         }
 
 
+def as_synthea(rtype: str, res: dict[str, Any], r: random.Random) -> dict[str, Any] | None:
+    """A record as the widely used Synthea generator writes it (R4 Bulk Data export): orders
+    with a dose value and no unit (`doseQuantity: {"value": 1.0}`), no route, no sig text,
+    periods as decimals; some patients deceased; no pharmacy dispenses (Synthea writes none)."""
+    if rtype == "MedicationDispense":
+        return None
+    if rtype == "Patient" and r.random() < 0.06:
+        return {**res, "deceasedDateTime": f"{2020 + r.randrange(6)}-0{1 + r.randrange(9)}-15"
+                                           "T08:00:00-05:00"}
+    if rtype == "MedicationRequest" and "dosageInstruction" in res:
+        dosage = res["dosageInstruction"][0]
+        repeat = dict(dosage["timing"]["repeat"])
+        repeat["period"] = float(repeat["period"])
+        value = float(dosage["doseAndRate"][0]["doseQuantity"]["value"])
+        out = {k: v for k, v in res.items() if k != "dispenseRequest"}
+        out["dosageInstruction"] = [{
+            "sequence": 1, "timing": {"repeat": repeat}, "asNeededBoolean": dosage["asNeededBoolean"],
+            "doseAndRate": [{"type": {"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/dose-rate-type",
+                "code": "ordered", "display": "Ordered"}]}, "doseQuantity": {"value": value}}]}]
+        return out
+    return res
+
+
 def write_panel(n: int, out_dir: Path | str, *, seed: int = 0, gzip: bool = False,
-                anchor: date | None = None, dirty: float = 0.01,
+                anchor: date | None = None, dirty: float = 0.01, style: str = "clinic",
                 progress: Callable[[int], None] | None = None) -> Path:
     """Write `n` synthetic patients as a Bulk Data export (one NDJSON file per type).
 
     `anchor` is the "today" of the history (default 2026-11-26, so the bundled panel's
     alerts do not drift with the calendar); review it with `--as-of` that date.
-    `dirty` is the share of records of each dirty kind.
+    `dirty` is the share of records of each dirty kind. `style` "synthea" writes records
+    shaped as the Synthea generator writes them (`as_synthea`).
     """
+    if style not in ("clinic", "synthea"):
+        raise UsageError(f"unknown style {style!r} (clinic, synthea)")
     out = Path(out_dir)
     gen = _Gen(seed, anchor or DEFAULT_ANCHOR, dirty)
+    shape = random.Random(seed + 1)
     w = _Writer(out, gzip)
     try:
         for i in range(n):
             for rtype, res in gen.patient(i):
                 if isinstance(res, bytes):
                     w.raw(rtype, res)
-                else:
-                    w.write(res)
+                    continue
+                shaped = res if style == "clinic" else as_synthea(rtype, res, shape)
+                if shaped is not None:
+                    w.write(shaped)
             if progress is not None and i % 1000 == 999:
                 progress(i + 1)
         for med in gen.medications.values():

@@ -211,3 +211,23 @@ def test_the_panel_leaves_deceased_patients_off_the_worklist() -> None:
         worklist = (out / "worklist.csv").read_text()
         assert "alive" in worklist and "gone" not in worklist
         assert "not reviewed: deceased" in (out / "report.html").read_text()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(1, 80), st.sampled_from(["QD", "BID", "TID", "QID"]))
+def test_one_mme_alert_of_the_highest_tier_reached(dose: float, code: str) -> None:
+    """However high the total, one MME alert: the highest tier reached, its severity rising
+    with the tier."""
+    from cds.patient import MedicationOrder, Patient, Timing
+
+    order = MedicationOrder(id="m1", text="oxycodone 5 mg", dose=dose, dose_unit="mg",
+                            timing=Timing(code=code), route="oral")
+    result = ENGINE.evaluate(Patient(id="t", medications=[order]), as_of=AS_OF)
+    tiers = [a for a in result.alerts if a.family == "mme"]
+    total = result.mme.total
+    if total < 50:
+        assert tiers == []
+    else:
+        (alert,) = tiers
+        assert (alert.rule, alert.severity) == (("opioid-safety/mme-90", "high") if total >= 90
+                                                else ("opioid-safety/mme-50", "moderate"))
