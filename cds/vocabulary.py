@@ -14,7 +14,8 @@ Severity = Literal["critical", "high", "moderate", "low", "info"]
 SEVERITIES: tuple[str, ...] = get_args(Severity)
 SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}
 
-Family = Literal["interaction", "burden", "mme", "renal", "hepatic", "escalation", "data-quality"]
+Family = Literal["interaction", "duplication", "burden", "mme", "renal", "hepatic", "escalation",
+                 "data-quality"]
 #: Every family an alert can carry; `data-quality` alerts are about the record itself (what
 #: could not be checked, and why), not about a clinical topic.
 FAMILIES: tuple[str, ...] = get_args(Family)

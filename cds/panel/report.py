@@ -17,7 +17,8 @@ from cds.vocabulary import FAMILIES, SEVERITIES
 
 SEVERITY_COLORS = {"critical": "#7f1d1d", "high": "#dc2626", "moderate": "#f59e0b",
                    "low": "#0ea5e9", "info": "#94a3b8"}
-FAMILY_LABELS = {"interaction": "Interactions", "burden": "Burden", "mme": "MME",
+FAMILY_LABELS = {"interaction": "Interactions", "duplication": "Duplication",
+                 "burden": "Burden", "mme": "MME",
                  "renal": "Renal", "hepatic": "Hepatic", "escalation": "Escalation",
                  "data-quality": "Data quality"}
 

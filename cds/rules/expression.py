@@ -5,7 +5,7 @@ Syntax is a subset of Python expressions, parsed with `ast` and compiled into cl
 An unknown value (None: no creatinine, no age) makes every comparison with it false, so a rule
 never fires on missing data by accident. See docs/expressions.md.
 
-Names:      age, sex, weight, crcl, egfr, mme, acb, cns_count, child_pugh, med_count
+Names:      age, sex, weight, creatinine, crcl, egfr, mme, acb, cns_count, child_pugh, med_count
 Functions:  has(ref), count(ref), daily_dose(ingredient), condition(code_or_text)
 Operators:  and or not, < <= > >= == != in, + - * /, numbers, 'strings', True False None
 """
@@ -31,6 +31,7 @@ NAMES: dict[str, Callable[[Facts], Any]] = {
     "age": lambda f: f.age,
     "sex": lambda f: f.sex,
     "weight": lambda f: f.weight_kg,
+    "creatinine": lambda f: f.renal.creatinine.value if f.renal.creatinine else None,  # mg/dL
     "crcl": lambda f: f.renal.crcl.value if f.renal.crcl else None,
     "egfr": lambda f: f.renal.egfr,
     "mme": lambda f: f.mme.total,

@@ -11,7 +11,7 @@ import difflib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import ValidationError
@@ -23,8 +23,13 @@ from cds.rules.models import PackMeta, Rule, RuleFile
 from cds.rules.version import satisfies
 
 LINES = "__lines__"
-_TAGS = frozenset({"interaction", "burden", "mme", "renal", "renal-monitoring", "hepatic",
-                   "escalation", "expression"})
+def _tags() -> frozenset[str]:
+    """The rule types: pydantic's discriminator tags in an error's location."""
+    (union, *_) = get_args(Rule)
+    return frozenset(get_args(c.model_fields["type"].annotation)[0] for c in get_args(union))
+
+
+_TAGS = _tags()
 LINE = "__line__"
 
 

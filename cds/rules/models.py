@@ -242,6 +242,35 @@ class ExpressionRule(RuleBase):
         return self.rule_family
 
 
+class DuplicationRule(RuleBase):
+    """Two or more drugs of one therapeutic class at once, where that is rarely intended (two
+    NSAIDs, two long-acting opioids): counted as distinct ingredient sets, so IR and ER of one
+    drug are one drug; an order ending within `overlap_days` is a taper or a switch, not a
+    duplication."""
+
+    type: Literal["duplication"]
+    drug_class: str = Field(alias="class")
+    min: int = Field(default=2, ge=2)
+    overlap_days: int = Field(default=14, ge=0)
+    #: members of the class that do not count (low-dose aspirin among NSAIDs, say)
+    exclude: list[str] = Field(default_factory=list)
+    #: count only extended-release or long-acting products (ER dose forms, transdermal
+    #: systems) and the drugs listed in `long_acting_drugs` (methadone)
+    long_acting: bool = False
+    long_acting_drugs: list[str] = Field(default_factory=list)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    _lists = field_validator("exclude", "long_acting_drugs", mode="before")(_as_list)
+
+    def refs(self) -> list[tuple[str, str]]:
+        return ([("class", self.drug_class)] + [("exclude", n) for n in self.exclude]
+                + [("long_acting_drugs", n) for n in self.long_acting_drugs])
+
+    @property
+    def family(self) -> Family:
+        return "duplication"
+
+
 class DataQualityRule(RuleBase):
     """What could not be checked in the record (cds.knowledge.quality): one alert per check,
     listing every medication it concerns with the reason."""
@@ -256,7 +285,7 @@ class DataQualityRule(RuleBase):
 
 Rule = Annotated[
     InteractionRule | BurdenRule | MmeRule | RenalRule | RenalMonitoringRule | HepaticRule
-    | EscalationRule | ExpressionRule | DataQualityRule,
+    | EscalationRule | ExpressionRule | DuplicationRule | DataQualityRule,
     Field(discriminator="type"),
 ]
 

@@ -33,6 +33,8 @@ _NS = uuid.UUID("6f1e9c2a-5b4d-4e8f-9a3c-2d7b1e0f4c5a")
 
 FAMILY_DISPLAY = {
     "interaction": "Drug interaction",
+    "duplication": "Therapeutic duplication",
+    "data-quality": "Data completeness",
     "burden": "Medication burden",
     "mme": "Opioid dosage (MME)",
     "renal": "Renal dosing",
@@ -50,6 +52,8 @@ _COMMON_REASONS = (
 )
 _FAMILY_REASONS: dict[str, tuple[tuple[str, str], ...]] = {
     "interaction": (("short-course", "Short course, will stop one drug"),),
+    "duplication": (("taper-or-switch", "Taper or switch in progress"),
+                    ("intended-combination", "Combination intended")),
     "mme": (("palliative-care", "Cancer, palliative or end-of-life care"),
             ("taper-plan", "Taper plan in place")),
     "escalation": (("palliative-care", "Cancer, palliative or end-of-life care"),

@@ -9,6 +9,7 @@ from typing import Any
 from cds.engine.kinds.base import Condition, Index, RuleKind
 from cds.engine.kinds.burden import BurdenKind
 from cds.engine.kinds.data_quality import DataQualityKind
+from cds.engine.kinds.duplication import DuplicationKind
 from cds.engine.kinds.escalation import EscalationKind
 from cds.engine.kinds.expression import ExpressionKind
 from cds.engine.kinds.hepatic import HepaticKind
@@ -20,7 +21,7 @@ from cds.engine.kinds.renal_monitoring import RenalMonitoringKind
 #: Rule type (the schema's `type:`) -> its kind.
 KINDS: dict[str, RuleKind] = {k.type: k for k in (
     InteractionKind(), BurdenKind(), MmeKind(), RenalKind(), RenalMonitoringKind(), HepaticKind(),
-    EscalationKind(), ExpressionKind(), DataQualityKind())}
+    EscalationKind(), ExpressionKind(), DuplicationKind(), DataQualityKind())}
 
 
 def kind_of(rule: Any) -> RuleKind:

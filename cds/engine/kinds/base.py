@@ -128,12 +128,15 @@ class DrugDoseKind(RuleKind):
                 state: dict[str, Any]) -> list[Finding]:
         """The findings of the medications, `state` (the patient's values) in each."""
         limit = cr.rule.max_daily_dose
+        # a rule that knows the dose is more specific than one that does not: when rules of
+        # two packs report one finding (a label dose band and a Beers row), it is kept
+        spec = 1.5 if limit is not None else 1.0
         out = []
         for med in meds:
             values: dict[str, Any] = {"drug": med.label, **state}
             if limit is not None and not dose_over_limit(limit, med, values):
                 continue
-            out.append(Finding(cr, (med,), values, 1.0, (self.type, med.order_id, cr.ref)))
+            out.append(Finding(cr, (med,), values, spec, (self.type, med.order_id, cr.ref)))
         return out
 
     def explain_drug(self, rule: Any, facts: Facts, state: Condition) -> list[Condition]:
