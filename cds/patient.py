@@ -85,6 +85,9 @@ class MedicationOrder(_Model):
     dispensed: date | None = None
     #: Why it was ordered (FHIR reasonCode / reasonReference display): tells OUD treatment apart.
     reasons: list[Coding] = Field(default_factory=list)
+    #: Where it is taken (FHIR MedicationRequest.category: community, outpatient, inpatient,
+    #: discharge); guideline packs that address outpatients leave inpatient orders out
+    category: str | None = None
 
     @model_validator(mode="after")
     def _named(self) -> MedicationOrder:
@@ -133,11 +136,38 @@ class Observation(_Model):
 
 
 class Condition(_Model):
-    code: str | None = None
+    code: str | None = None  # the first coding's (see `codes` for all)
     system: str | None = None
     text: str | None = None
     status: str = "active"
     onset: date | None = None
+    recorded: date | None = None
+    #: problem-list-item, encounter-diagnosis, health-concern (FHIR Condition.category)
+    category: str | None = None
+    #: the encounter it was diagnosed in (an encounter diagnosis), as a reference
+    encounter: str | None = None
+    #: every coding (a problem coded in SNOMED CT and ICD-10-CM has both)
+    codes: list[Coding] = Field(default_factory=list)
+
+
+EventKind = Literal["procedure", "observation", "encounter", "care-plan", "service-request"]
+
+
+class Event(_Model):
+    """A dated clinical record the guideline rules look for: a procedure done (a PDMP review,
+    a benefit-risk assessment), a coded observation (a urine drug test and its result), an
+    encounter (its types and discharge disposition), a care plan, an order for a service
+    (hospice, palliative care)."""
+
+    kind: EventKind
+    id: str | None = None
+    codes: list[Coding] = Field(default_factory=list)
+    date: Day | None = None
+    status: str | None = None
+    #: an observation's value in words ("Positive", "negative"), lower case kept as written
+    value: str | None = None
+    #: an encounter's discharge disposition, a care plan's category
+    qualifiers: list[Coding] = Field(default_factory=list)
 
 
 class Patient(_Model):
@@ -150,6 +180,7 @@ class Patient(_Model):
     observations: list[Observation] = Field(default_factory=list)
     conditions: list[Condition] = Field(default_factory=list)
     medications: list[MedicationOrder] = Field(default_factory=list)
+    events: list[Event] = Field(default_factory=list)
     #: "present": recorded (a problem-list condition) without a grade
     ascites: Literal["none", "mild", "moderate-severe", "present"] | None = None
     encephalopathy: Literal["none", "grade 1-2", "grade 3-4", "present"] | None = None

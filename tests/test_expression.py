@@ -72,8 +72,9 @@ def test_names(facts: Facts) -> None:
     assert ev("cns_count == 4", facts)  # two opioids, a benzodiazepine, a gabapentinoid
     assert ev("acb == 2", facts)  # alprazolam 1 + fentanyl 1
     assert ev("child_pugh == None", facts)
-    assert set(NAMES) == {"age", "sex", "weight", "crcl", "egfr", "mme", "acb", "cns_count",
-                          "child_pugh", "med_count"}
+    assert ev("creatinine == 1.4", facts)
+    assert set(NAMES) == {"age", "sex", "weight", "creatinine", "crcl", "egfr", "mme", "acb",
+                          "cns_count", "child_pugh", "med_count"}
 
 
 def test_functions(facts: Facts) -> None:

@@ -29,13 +29,16 @@ from cds.errors import InputError
 from cds.io._fhir import as_dict, label, normalize_reference, patient_id_of
 from cds.io._shape import validation_error
 from cds.io.fhir import (
+    EVENT_TYPES,
     bundle_entries,
     fhir_condition,
+    fhir_event,
     fhir_observation,
     fhir_patient_demographics,
+    lab_kind,
 )
 from cds.io.fhir_meds import SOURCES, fhir_medication_order
-from cds.patient import Condition, MedicationOrder, Observation, Patient
+from cds.patient import Condition, Event, MedicationOrder, Observation, Patient
 
 MED_TYPES = tuple(SOURCES)
 #: Statuses that mean the record never happened: not read.
@@ -97,13 +100,14 @@ def build_patient(records: Sequence[Record], *, patient_id: str | None = None,
     observations: list[Observation] = []
     conditions: list[Condition] = []
     orders: list[MedicationOrder] = []
+    events: list[Event] = []
     seen: dict[tuple[str, str], dict[str, Any]] = {}
     for r in records:
         res = r.resource
         rtype = res.get("resourceType")
         if rtype in ("Patient", "Medication"):
             continue
-        if rtype not in ("Observation", "Condition", *MED_TYPES):
+        if rtype not in ("Condition", *EVENT_TYPES, *MED_TYPES):
             out.skipped += 1
             continue
         other = _other_patient(res, pid, identities)
@@ -118,12 +122,18 @@ def build_patient(records: Sequence[Record], *, patient_id: str | None = None,
             out.skipped += 1
             continue
         try:
-            if rtype == "Observation":
+            if rtype == "Observation" and lab_kind(res) is not None:
                 obs = fhir_observation(res)
                 if obs is None:
                     out.skipped += 1
                 elif out.first(r, seen):
                     observations.append(obs)
+            elif rtype in EVENT_TYPES:  # a procedure, an encounter, a coded observation...
+                event = fhir_event(res)
+                if event is None:
+                    out.skipped += 1
+                elif out.first(r, seen):
+                    events.append(event)
             elif rtype == "Condition":
                 cond = fhir_condition(res)
                 if cond.status == "entered-in-error":
@@ -143,7 +153,7 @@ def build_patient(records: Sequence[Record], *, patient_id: str | None = None,
             out.problem(r, e)
     try:
         patient = Patient(**demographics, observations=observations, conditions=conditions,
-                          medications=orders)
+                          medications=orders, events=events)
     except ValidationError as e:
         raise validation_error(e) from None
     return Built(patient, out.left_out, out.skipped)

@@ -21,11 +21,20 @@ from cds.io._fhir import (
     date_at,
     label,
     nonempty,
+    normalize_reference,
     status_code,
 )
 from cds.io._shape import guarded, kind_of
-from cds.io.fhir_shapes import BUNDLE, CONDITION, OBSERVATION, PATIENT, checked
-from cds.patient import Condition, Observation, ObservationKind
+from cds.io.fhir_shapes import (
+    BUNDLE,
+    CODEABLE_CONCEPT,
+    CONDITION,
+    EVENT,
+    OBSERVATION,
+    PATIENT,
+    checked,
+)
+from cds.patient import Coding, Condition, Event, EventKind, Observation, ObservationKind
 from cds.units import canonical_unit
 from cds.vocabulary import LOINC
 
@@ -73,6 +82,16 @@ def fhir_patient_demographics(resource: dict[str, Any]) -> dict[str, Any]:
     if died is not None or patient.get("deceasedBoolean") is True:
         out.update(deceased=True, deceased_on=died)
     return out
+
+
+def lab_kind(resource: Any) -> ObservationKind | None:
+    """The observation kind (weight, creatinine...) of an Observation's LOINC code, or None
+    for an observation no dosing rule reads as a lab (it is then an Event)."""
+    code = resource.get("code") if isinstance(resource, dict) else None
+    for c in (code.get("coding") if isinstance(code, dict) else None) or ():
+        if isinstance(c, dict) and c.get("system") in (LOINC, None) and c.get("code") in LOINC_KINDS:
+            return LOINC_KINDS[c["code"]]
+    return None
 
 
 @guarded(lambda resource: label(resource))
@@ -174,8 +193,76 @@ def fhir_condition(resource: dict[str, Any]) -> Condition:
     period = cond.get("onsetPeriod")
     onset = date_at(cond, "onsetDateTime", where) or (
         date_at(period, "start", f"{where}.onsetPeriod") if period else None)
+    category = next((c for concept in cond.get("category") or () for _, c, _ in codings(concept)
+                     if c in _CONDITION_CATEGORIES), None)
+    encounter_ref = (cond.get("encounter") or {}).get("reference")
     return Condition(code=code, system=system, text=concept_text(concept), status=status,
-                     onset=onset)
+                     onset=onset, recorded=date_at(cond, "recordedDate", where),
+                     category=category,
+                     encounter=normalize_reference(encounter_ref) if encounter_ref else None,
+                     codes=[Coding(system=s, code=c, display=d) for s, c, d in found])
+
+
+#: US Core condition categories (condition-category and us-core-condition-category codes).
+_CONDITION_CATEGORIES = frozenset({"problem-list-item", "encounter-diagnosis", "health-concern"})
+
+_EVENT_KINDS: dict[str, EventKind] = {
+    "Procedure": "procedure", "Encounter": "encounter", "CarePlan": "care-plan",
+    "ServiceRequest": "service-request", "Observation": "observation"}
+EVENT_TYPES = tuple(_EVENT_KINDS)
+
+
+@guarded(lambda resource: label(resource))
+def fhir_event(resource: dict[str, Any]) -> Event | None:
+    """A Procedure, Encounter, CarePlan, ServiceRequest or coded Observation -> Event, or None
+    when it never happened (entered-in-error, not-done, revoked) or carries no code at all."""
+    rtype, where = check_type(resource, EVENT_TYPES)
+    res = checked(EVENT, resource, where)
+    status = nonempty(res.get("status"))
+    if status in _NEVER:
+        return None
+    kind = _EVENT_KINDS[rtype]
+    concepts = [res.get("code")] if res.get("code") else []
+    concepts += res.get("type") or []
+    codes = [Coding(system=s, code=c, display=d) for concept in concepts
+             for s, c, d in codings(concept)]
+    qualifiers = []
+    if kind == "encounter" and isinstance(res.get("hospitalization"), dict):
+        disposition = res["hospitalization"].get("dischargeDisposition")
+        if isinstance(disposition, dict):
+            qualifiers = [Coding(system=s, code=c, display=d) for s, c, d in codings(
+                checked(CODEABLE_CONCEPT, disposition,
+                        f"{where}.hospitalization.dischargeDisposition"))]
+    category = res.get("category")
+    if kind == "care-plan" and category is not None:
+        for i, concept in enumerate(category if isinstance(category, list) else [category]):
+            c = checked(CODEABLE_CONCEPT, concept, f"{where}.category[{i}]")
+            qualifiers += [Coding(system=s, code=code, display=d) for s, code, d in codings(c)]
+    if not codes and not qualifiers:
+        return None
+    value = res.get("valueString")
+    if value is None and res.get("valueCodeableConcept") is not None:
+        value = concept_text(res.get("valueCodeableConcept"))
+    return Event(kind=kind, id=nonempty(res.get("id")), codes=codes, date=_event_date(res, where),
+                 status=status, value=value, qualifiers=qualifiers)
+
+
+#: statuses of a record that never happened: not read
+_NEVER = frozenset({"entered-in-error", "not-done", "revoked", "cancelled"})
+
+
+def _event_date(res: Element, where: str) -> Any:
+    for key in ("performedDateTime", "effectiveDateTime", "occurrenceDateTime", "authoredOn",
+                "created", "issued"):
+        found = date_at(res, key, where)
+        if found is not None:
+            return found
+    for key in ("performedPeriod", "effectivePeriod", "period"):
+        period = res.get(key)
+        if period:
+            return date_at(period, "start", f"{where}.{key}") or date_at(
+                period, "end", f"{where}.{key}")
+    return None
 
 
 def bundle_entries(bundle: object, where: str = "Bundle",

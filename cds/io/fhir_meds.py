@@ -69,6 +69,7 @@ def fhir_medication_order(resource: dict[str, Any], medications: Mapping[str, di
     others = resources or {}
     fields.update(_when_and_who(use, where, source, others))
     fields["reasons"] = _reasons(use, others)
+    fields["category"] = _category(use.get("category"))
     key = "dosage" if source == "statement" else "dosageInstruction"
     dosages = use.get("dosage") if source == "statement" else use.get("dosageInstruction")
     if dosages:
@@ -87,6 +88,19 @@ def fhir_medication_order(resource: dict[str, Any], medications: Mapping[str, di
         if supply:
             fields["supply_days"] = _supply_days(supply, f"{where}.daysSupply")
     return MedicationOrder.model_validate(fields)
+
+
+#: FHIR medicationrequest-category codes (MedicationStatement uses the same words).
+_CATEGORIES = frozenset({"inpatient", "outpatient", "community", "discharge"})
+
+
+def _category(raw: Any) -> str | None:
+    """The setting: the first category coding that is a medicationrequest-category code."""
+    for concept in raw if isinstance(raw, list) else [raw] if raw else ():
+        for _, code, _ in codings(concept):
+            if code.lower() in _CATEGORIES:
+                return code.lower()
+    return None
 
 
 def _content_id(rtype: str, resource: dict[str, Any]) -> str:

@@ -117,8 +117,36 @@ class ConditionShape(TypedDict, total=False):
     code: CodeableConcept | None
     clinicalStatus: Any  # a code in some versions, a CodeableConcept in R4: read in Python
     verificationStatus: Any
+    category: list[CodeableConcept] | None
     onsetDateTime: Str | None
     onsetPeriod: Period | None
+    recordedDate: Str | None
+    encounter: Reference | None
+
+
+@Shape
+class EventShape(TypedDict, total=False):
+    """Procedure, Encounter, CarePlan, ServiceRequest and a coded Observation, as one shape:
+    what the guideline rules read of each."""
+
+    id: Str | None
+    status: Str | None
+    intent: Str | None
+    code: CodeableConcept | None
+    type: list[CodeableConcept] | None
+    category: Any  # a CodeableConcept (ServiceRequest: a list) or a list of them
+    performedDateTime: Str | None
+    performedPeriod: Period | None
+    effectiveDateTime: Str | None
+    effectivePeriod: Period | None
+    issued: Str | None
+    period: Period | None
+    authoredOn: Str | None
+    occurrenceDateTime: Str | None
+    created: Str | None
+    valueString: Str | None
+    valueCodeableConcept: CodeableConcept | None
+    hospitalization: Any  # dischargeDisposition is read in Python
 
 
 # --- Medication, MedicationRequest / Statement / Dispense -----------------------------------
@@ -213,6 +241,7 @@ class MedicationUse(TypedDict, total=False):
     dosageInstruction: list[Dosage] | None
     dosage: list[Dosage] | None
     dispenseRequest: DispenseRequest | None
+    category: list[CodeableConcept] | CodeableConcept | None  # a list (request) or one (statement)
     quantity: Amount | None
     daysSupply: PositiveQuantity | None
 
@@ -247,6 +276,7 @@ T = TypeVar("T")
 PATIENT = TypeAdapter(PatientShape)
 OBSERVATION = TypeAdapter(ObservationShape)
 CONDITION = TypeAdapter(ConditionShape)
+EVENT = TypeAdapter(EventShape)
 MEDICATION = TypeAdapter(MedicationShape)
 MEDICATION_USE = TypeAdapter(MedicationUse)
 REQUESTER = TypeAdapter(Requester)
