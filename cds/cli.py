@@ -100,6 +100,8 @@ def _print_result(result) -> None:  # type: ignore[no-untyped-def]
     if result.not_reviewed:
         out.print(f"[yellow]Not reviewed:[/] {result.not_reviewed}; no checks were run.")
         return
+    for pack, why in result.out_of_scope:
+        out.print(f"[yellow]{pack} not applied:[/] out of its scope: {why}")
     m = result.mme
     bound = " (lower bound: an opioid could not be counted)" if m.lower_bound else ""
     t = Table(title=f"MME {m.total:.1f} MME/day ({m.factor_set}){bound}", title_justify="left")

@@ -181,6 +181,9 @@ class Patient(_Model):
     conditions: list[Condition] = Field(default_factory=list)
     medications: list[MedicationOrder] = Field(default_factory=list)
     events: list[Event] = Field(default_factory=list)
+    #: Record kinds the source could not provide (e.g. a CDS Hooks prefetch key missing and
+    #: no FHIR server to ask): rules that need them are not checked, never fired on a guess
+    unavailable: list[str] = Field(default_factory=list)
     #: "present": recorded (a problem-list condition) without a grade
     ascites: Literal["none", "mild", "moderate-severe", "present"] | None = None
     encephalopathy: Literal["none", "grade 1-2", "grade 3-4", "present"] | None = None

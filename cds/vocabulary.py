@@ -15,7 +15,7 @@ SEVERITIES: tuple[str, ...] = get_args(Severity)
 SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}
 
 Family = Literal["interaction", "duplication", "burden", "mme", "renal", "hepatic", "escalation",
-                 "data-quality"]
+                 "guideline", "data-quality"]
 #: Every family an alert can carry; `data-quality` alerts are about the record itself (what
 #: could not be checked, and why), not about a clinical topic.
 FAMILIES: tuple[str, ...] = get_args(Family)

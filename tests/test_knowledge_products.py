@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import pickle
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -239,9 +240,7 @@ def test_every_knowledge_entry_has_a_source(kb: Knowledge) -> None:
 def test_knowledge_digest_is_stable_and_tracks_content(tmp_path: Path) -> None:
     a, b = load_knowledge(), load_knowledge()
     assert a.digest == b.digest and a.version == b.version
-    for p in DATA_DIR.iterdir():
-        if p.suffix in (".yaml", ".csv"):
-            (tmp_path / p.name).write_bytes(p.read_bytes())
+    shutil.copytree(DATA_DIR, tmp_path, dirs_exist_ok=True)  # value sets in data/valuesets/
     assert load_knowledge(tmp_path).digest == a.digest
     acb = tmp_path / "anticholinergic.yaml"
     acb.write_text(acb.read_text().replace("{ingredient: amitriptyline, score: 3}",

@@ -219,7 +219,10 @@ def full_prefetch() -> dict[str, Any]:
             "dispenses": _bundle(by["MedicationDispense"]) if by["MedicationDispense"] else None,
             "weight": _bundle([obs["29463-7"]]) if "29463-7" in obs else None,
             "creatinine": _bundle([obs["2160-0"]]) if "2160-0" in obs else None,
-            "egfr": None, "conditions": None}
+            "egfr": None, "conditions": None,
+            # the guideline rules' records (opioid-safety 2.0.0): this EHR has none
+            "procedures": None, "encounters": None, "labs": None, "pdmp": None,
+            "careplans": None, "servicerequests": None}
 
 
 def draft(rid: str = "draft-diazepam", code: str = "197591",
@@ -732,13 +735,13 @@ def test_reload_swaps_packs_without_dropping_calls(
             r = c.post("/admin/reload", headers={"Authorization": f"Bearer {ADMIN}"})
             assert r.status_code == 200, r.text
             # the chosen pack, and the built-in one that says what could not be checked
-            assert r.json()["packs"] == ["opioid-safety@1.1.0", "data-quality@1.0.0"]
+            assert r.json()["packs"] == ["opioid-safety@2.0.0", "data-quality@1.0.0"]
             cards = post_hook(c, keys, base, hook_request("order-sign")).json()["cards"]
-            assert {card["source"]["label"] for card in cards} == {"opioid-safety@1.1.0"}
+            assert {card["source"]["label"] for card in cards} == {"opioid-safety@2.0.0"}
             config.write_text(original + "packs: [no-such-pack]\n")
             r = c.post("/admin/reload", headers={"Authorization": f"Bearer {ADMIN}"})
             assert r.status_code == 422 and r.json()["error"] == "pack-error"
-            assert c.get("/healthz").json()["packs"] == ["opioid-safety@1.1.0",
+            assert c.get("/healthz").json()["packs"] == ["opioid-safety@2.0.0",
                                                          "data-quality@1.0.0"]
             config.write_text(original)
             r = c.post("/admin/reload", headers={"Authorization": f"Bearer {ADMIN}"})

@@ -69,6 +69,8 @@ class Alert:
     evidence: str = "confirmed"
     suggestions: tuple[Suggestion, ...] = ()
     values: dict[str, Any] = field(default_factory=dict)
+    #: (code, display, snooze days or None): the coded responses the rule offers
+    responses: tuple[tuple[str, str, int | None], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {

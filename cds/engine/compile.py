@@ -15,6 +15,7 @@ from itertools import combinations
 from cds.engine.alerts import CompiledRule, Finding
 from cds.engine.kinds import Index, kind_of
 from cds.engine.rationale import rule_tail
+from cds.engine.scope import out_of_scope, unresolved
 from cds.knowledge.facts import Facts
 from cds.knowledge.normalize import NormalizedMed
 from cds.knowledge.store import Knowledge
@@ -66,6 +67,24 @@ class CompiledPacks:
 
     # -- matching ---------------------------------------------------------------------------
 
+    def passes(self, cr: CompiledRule, facts: Facts) -> bool:
+        """The conditions every kind's findings share: the rule's `when`, and no record on file
+        that resolves it (`unless`)."""
+        if cr.when is not None and not cr.when(facts):
+            return False
+        return not cr.rule.unless or unresolved(cr.rule.unless, facts, self.kb)
+
+    def out_of_scope(self, facts: Facts) -> dict[str, str]:
+        """Pack ref -> why the patient is outside the pack's scope (packs without a scope
+        address everyone)."""
+        out = {}
+        for pack in self.packs:
+            if pack.meta.scope is not None:
+                why = out_of_scope(pack.meta.scope, facts, self.kb)
+                if why is not None:
+                    out[pack.ref] = why
+        return out
+
     def match(self, facts: Facts) -> list[Finding]:
         out: list[Finding] = []
         self.match_pairs(facts, out)
@@ -86,7 +105,7 @@ class CompiledPacks:
                         hit = hits.setdefault(cr.ref, (cr, set(), spec))
                         hit[1].add(i_is_a)
             for cr, sides, spec in hits.values():
-                if cr.when is None or cr.when(facts):
+                if self.passes(cr, facts):
                     f = cr.kind.match_pair(cr, mi, mj, sides, spec)
                     if f is not None:
                         out.append(f)
@@ -106,7 +125,7 @@ class CompiledPacks:
         for ref in sorted(seen):
             cr = rules[ref]
             for f in cr.kind.match_meds(cr, seen[ref], facts, self.index):
-                if cr.when is None or cr.when(facts):
+                if self.passes(cr, facts):
                     out.append(f)
 
     def match_patient_wide(self, facts: Facts, out: list[Finding],
@@ -116,5 +135,5 @@ class CompiledPacks:
         for cr in self.index.patient_wide:
             make = supplied.get(cr.ref) if supplied else None
             f = make() if make is not None else cr.kind.match(cr, facts, self.index)
-            if f is not None and (cr.when is None or cr.when(facts)):
+            if f is not None and self.passes(cr, facts):
                 out.append(f)

@@ -401,7 +401,7 @@ class DurableMatcher:
         else:  # a symmetric rule (QT + QT): pair_finding orients it by name
             sides, k = {True, False}, k_a
         assert k is not None
-        if cr.when is not None and not cr.when(facts):
+        if not self.compiled.passes(cr, facts):
             return None
         return pair_finding(cr, facts.meds[i], facts.meds[j], sides, self._pairs_spec[n][k])
 

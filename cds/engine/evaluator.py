@@ -70,8 +70,14 @@ class Engine:
 
     def alerts(self, facts: Facts) -> list[Alert]:
         """The alerts of facts built by `facts()`, prioritized."""
-        alerts = to_alerts(self.matcher.match(facts), facts)
-        return self._referrals(alerts, facts)
+        return self._alerts(facts, self.compiled.out_of_scope(facts))
+
+    def _alerts(self, facts: Facts, out_of_scope: dict[str, str]) -> list[Alert]:
+        findings = self.matcher.match(facts)
+        if out_of_scope:  # a pack's scope: its rules do not speak for this patient
+            findings = [f for f in findings
+                        if f.rule.pack_ref not in out_of_scope or not f.rule.rule.scoped]
+        return self._referrals(to_alerts(findings, facts), facts)
 
     def evaluate(self, patient: Patient, as_of: date,
                  draft_orders: Iterable[MedicationOrder] = ()) -> Result:
@@ -84,10 +90,11 @@ class Engine:
                           knowledge=self.kb.version, mme=facts.mme, unrecognized=(), alerts=(),
                           summary=PatientSummary.of(facts),
                           not_reviewed=f"the patient is recorded as deceased{when}")
+        out = self.compiled.out_of_scope(facts)
         return Result(patient=patient.id, as_of=facts.as_of, packs=self.pack_refs,
                       knowledge=self.kb.version, mme=facts.mme, unrecognized=facts.unrecognized,
-                      alerts=tuple(self.alerts(facts)), summary=PatientSummary.of(facts),
-                      issues=facts.issues)
+                      alerts=tuple(self._alerts(facts, out)), summary=PatientSummary.of(facts),
+                      issues=facts.issues, out_of_scope=tuple(out.items()))
 
     def _referrals(self, alerts: list[Alert], facts: Facts) -> list[Alert]:
         """Each pack's escalation policy: when its alerts add up to a referral suggestion."""

@@ -138,6 +138,7 @@ def to_alerts(findings: Iterable[Finding], facts: Facts) -> list[Alert]:
             role=best.rule.role,
             interruptive=rule.interruptive, draft=any(m.draft for m in meds),
             evidence=rule.evidence, suggestions=_suggestions(best), values=best.values,
+            responses=tuple((r.code, r.display, r.snooze_days) for r in rule.responses),
         ))
     alerts.sort(key=lambda a: (-a.priority, not a.draft, a.family, a.rule, a.medications, a.id))
     return alerts

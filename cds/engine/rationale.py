@@ -117,6 +117,9 @@ def rule_tail(rule: Any, kind: Any) -> str:
     """What a rule's rationale always ends with: what its kind always says (an interaction's
     mechanism and management), the evidence status when not confirmed, and the sources."""
     parts = list(kind.tail(rule))
+    if rule.unless:
+        parts.append("It goes away when the record shows " + "; or ".join(
+            f"{u.label} within {u.within_days} days" for u in rule.unless))
     if rule.evidence != "confirmed":
         parts.append(f"Evidence status: {rule.evidence} (see the pack's sources).")
     parts.append("Sources: " + "; ".join(rule.sources) + ".")

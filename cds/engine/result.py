@@ -49,6 +49,8 @@ class Result:
     issues: tuple[DataIssue, ...] = ()
     #: Why the patient was not reviewed at all (recorded as deceased), else None
     not_reviewed: str | None = None
+    #: (pack@version, why): packs whose scope leaves the patient out (hospice, age...)
+    out_of_scope: tuple[tuple[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +64,7 @@ class Result:
             "knowledge": self.knowledge,
             "summary": self.summary.to_dict(),
             "not_reviewed": self.not_reviewed,
+            "out_of_scope": [{"pack": p, "reason": why} for p, why in self.out_of_scope],
             "not_checked": [{"check": i.check, "medication": i.medication, "reason": i.reason,
                              "field": i.field} for i in self.issues],
         }

@@ -89,8 +89,9 @@ def lab_kind(resource: Any) -> ObservationKind | None:
     for an observation no dosing rule reads as a lab (it is then an Event)."""
     code = resource.get("code") if isinstance(resource, dict) else None
     for c in (code.get("coding") if isinstance(code, dict) else None) or ():
-        if isinstance(c, dict) and c.get("system") in (LOINC, None) and c.get("code") in LOINC_KINDS:
-            return LOINC_KINDS[c["code"]]
+        code_ = c.get("code") if isinstance(c, dict) else None
+        if isinstance(code_, str) and c.get("system") in (LOINC, None) and code_ in LOINC_KINDS:
+            return LOINC_KINDS[code_]
     return None
 
 

@@ -19,7 +19,7 @@ from cds.knowledge.normalize import NormalizedMed, normalize
 from cds.knowledge.quality import DataIssue, record_issues
 from cds.knowledge.renal import CrCl, ckd_epi_2021, cockcroft_gault
 from cds.knowledge.store import Knowledge
-from cds.patient import MedicationOrder, Observation, Patient
+from cds.patient import Condition, Event, MedicationOrder, Observation, Patient
 
 CNS_ACTIVE_CLASS = "cns-active-beers"
 
@@ -69,6 +69,13 @@ class Facts:
         default_factory=dict, compare=False, repr=False)
     #: What could not be checked in the record, and why (data-quality findings).
     issues: tuple[DataIssue, ...] = ()
+    #: Every condition (any status), with its codes, category and dates (value-set look-ups)
+    condition_records: tuple[Condition, ...] = ()
+    #: Dated procedures, coded observations, encounters, care plans, service requests
+    events: tuple[Event, ...] = ()
+    #: Record kinds the caller could not provide (a CDS Hooks prefetch key missing): rules
+    #: that need them are not checked, and the caller says so
+    unavailable: frozenset[str] = frozenset()
     #: Opioid episodes (current and past) with their MME, for the escalation rules.
     exposure: Exposure = field(default_factory=lambda: Exposure(date.min, ()), compare=False,
                                repr=False)
@@ -187,6 +194,8 @@ def build_facts(kb: Knowledge, patient: Patient, as_of: date,
         med_classes=med_classes, present=frozenset().union(*med_classes),
         opioids=opioid_idx, opioid_meds=opioid_meds, indications=reasons, exposure=exposure,
         issues=record_issues(current, unrecognized, mme, orders),
+        condition_records=tuple(patient.conditions), events=tuple(patient.events),
+        unavailable=frozenset(patient.unavailable),
     )
 
 

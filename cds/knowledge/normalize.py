@@ -88,6 +88,10 @@ class NormalizedMed:
     assumed: tuple[str, ...] = ()
     #: The drug the order's text names when it differs from the coded product's (the code wins)
     text_names: tuple[str, ...] = ()
+    #: Where it is taken: community, outpatient, inpatient, discharge (FHIR category)
+    category: str | None = None
+    #: Days the order is for: its expected supply, else quantity / daily use (see supply_basis)
+    expected_supply_days: float | None = None
 
     def daily_of(self, ingredient: str) -> tuple[float, str] | None:
         for ing, amount, unit in self.daily:
@@ -306,7 +310,7 @@ def normalize(kb: Knowledge, order: MedicationOrder) -> NormalizedMed:
     ident = identify(kb, order)
     if ident is None:
         return NormalizedMed(
-            order_id=order.id, label=order.label, source=order.source,
+            order_id=order.id, label=order.label, source=order.source, category=order.category,
             current=order.is_current, draft=order.draft, recognized=False,
             reason="no RxNorm code or drug name matched the knowledge base",
             as_needed=order.as_needed, prescriber=order.prescriber, authored=order.authored,
@@ -329,7 +333,22 @@ def normalize(kb: Knowledge, order: MedicationOrder) -> NormalizedMed:
         doses_per_day=per_day, daily=daily, daily_reason=why, prescriber=order.prescriber,
         authored=order.authored, dispensed=order.dispensed, supply_days=order.supply_days,
         start=start, end=end, status=order.status, rxcui=ident.rxcui,
-        matched_by=ident.matched_by, assumed=assumed, text_names=ident.text_names)
+        matched_by=ident.matched_by, assumed=assumed, text_names=ident.text_names,
+        category=order.category, expected_supply_days=_expected_supply(order, per_day))
+
+
+def _expected_supply(order: MedicationOrder, per_day: float | None) -> float | None:
+    """The days an order is for: its stated supply, else its quantity divided by the daily use
+    when both are in units of the product (60 tablets, 2 tablets 3 times a day: 10 days)."""
+    if order.supply_days:
+        return order.supply_days
+    if not (order.quantity and per_day and order.dose):
+        return None
+    q, d = (order.quantity_unit or "").strip().lower(), (order.dose_unit or "").strip().lower()
+    if q and d and _COUNT_UNITS.get(q, q) == _COUNT_UNITS.get(d, d):
+        dose = order.dose_high if order.dose_high is not None else order.dose
+        return order.quantity / (dose * per_day) if dose * per_day > 0 else None
+    return None
 
 
 def _route(order: MedicationOrder, ident: Identity) -> tuple[str | None, str | None]:

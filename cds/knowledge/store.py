@@ -14,6 +14,7 @@ import yaml
 
 from cds.knowledge.classes import ClassGraph
 from cds.knowledge.names import form_route
+from cds.knowledge.valuesets import ValueSet, load_value_sets
 
 DATA_DIR = Path(__file__).parent / "data"
 
@@ -88,6 +89,8 @@ class Knowledge:
     #: Child-Pugh part (ascites, encephalopathy) -> condition codes that record it
     #: (system, code with ICD-10-CM dots removed)
     child_pugh_codes: dict[str, frozenset[tuple[str, str]]] = field(default_factory=dict)
+    #: value set id -> ValueSet (data/valuesets/): what guideline rules look for
+    value_sets: dict[str, ValueSet] = field(default_factory=dict)
 
     def is_opioid(self, ingredients: Iterable[str]) -> bool:
         """The one "is an opioid" test: any ingredient an opioid (a member of the opioid class,
@@ -151,9 +154,9 @@ def _products(path: Path, names: dict[str, str]) -> dict[str, Product]:
 def load_knowledge(data_dir: Path = DATA_DIR) -> Knowledge:
     """Read every knowledge file; the digest ties alerts to the exact data used."""
     h = hashlib.sha256()
-    for p in sorted(data_dir.iterdir()):
+    for p in sorted(data_dir.rglob("*")):
         if p.suffix in {".yaml", ".csv"}:
-            h.update(p.name.encode())
+            h.update(str(p.relative_to(data_dir)).encode())
             h.update(p.read_bytes())
     ing_doc = _yaml(data_dir / "ingredients.yaml")
     ingredients: dict[str, Ingredient] = {}
@@ -208,6 +211,7 @@ def load_knowledge(data_dir: Path = DATA_DIR) -> Knowledge:
         mme_factor_set=mme_doc["factor_set"], anticholinergic=acb,
         opioids=graph.members("opioid") | frozenset(factors) | frozenset(excluded),
         child_pugh_codes=child_pugh_codes,
+        value_sets=load_value_sets(data_dir / "valuesets"),
     )
 
 

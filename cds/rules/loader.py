@@ -157,8 +157,17 @@ def _suggest(kb: Knowledge, name: str) -> str | None:
     return close[0] if close[0] in kb.classes.graph else kb.names[close[0]]
 
 
+def _check_value_sets(kb: Knowledge, refs: list[tuple[str, str]], file: str,
+                      line: int | None, rule: str | None) -> list[PackError]:
+    return [PackError(f"unknown value set {vs!r}", file=file, line=line, rule=rule, field=field,
+                      suggestion=next(iter(difflib.get_close_matches(vs, list(kb.value_sets), 1)),
+                                      None))
+            for field, vs in refs if vs not in kb.value_sets]
+
+
 def _check_refs(kb: Knowledge, loaded: LoadedRule) -> list[PackError]:
-    errors = []
+    errors = _check_value_sets(kb, loaded.rule.value_set_refs(), loaded.file, loaded.line,
+                               loaded.rule.id)
     for field, name in loaded.rule.refs():
         if kb.known(name):
             continue
@@ -203,6 +212,9 @@ def load_pack(folder: Path | str, kb: Knowledge) -> Pack:
     except ValidationError as e:
         raise PackErrors(validation_errors(e, doc, str(meta_path))) from None
     errors: list[PackError] = []
+    if meta.scope is not None:
+        errors += _check_value_sets(kb, meta.scope.value_set_refs(), str(meta_path),
+                                    doc[LINES].get("scope"), None)
     knowledge_line = doc[LINES].get("knowledge")
     try:
         if not satisfies(kb.version, meta.knowledge):

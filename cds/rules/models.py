@@ -27,7 +27,8 @@ def _as_list(v: object) -> object:
 class Suggestion(_Strict):
     """A concrete change an EHR can apply (CDS Hooks suggestion)."""
 
-    kind: Literal["add-naloxone", "remove-draft", "reduce-dose", "discontinue"]
+    kind: Literal["add-naloxone", "remove-draft", "reduce-dose", "discontinue",
+                  "order-toxicology-screen", "refer"]
     label: str = Field(max_length=120)
 
 
@@ -45,6 +46,34 @@ class DoseLimit(_Strict):
     value: float = Field(gt=0)
     unit: Literal["mg", "mcg/h"] = "mg"
     per: Literal["day"] = "day"
+
+
+EventKind = Literal["procedure", "observation", "encounter", "care-plan", "service-request",
+                   "condition"]
+
+
+class RecordRequirement(_Strict):
+    """A record that is looked for in the patient's chart: any of the value sets' codes, of
+    the kinds listed, dated within `within_days` before the evaluation date."""
+
+    value_sets: list[str] = Field(min_length=1)
+    kinds: list[EventKind] = Field(default_factory=lambda: list[EventKind](
+        ["procedure", "observation", "care-plan"]))
+    within_days: int = Field(default=90, gt=0)
+    #: How a person names the record ("a PDMP review"), in the alert and in `cds explain`.
+    label: str
+
+    _lists = field_validator("value_sets", "kinds", mode="before")(_as_list)
+
+
+class Response(_Strict):
+    """A coded response a clinician can give to the alert (CDS Hooks overrideReasons): a
+    documentation ("PDMP reviewed") or a snooze; `snooze_days` is how long a decision with it
+    stands."""
+
+    code: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]*$")
+    display: str
+    snooze_days: int | None = Field(default=None, gt=0)
 
 
 class RuleBase(_Strict):
@@ -65,6 +94,14 @@ class RuleBase(_Strict):
     role: Role | None = None
     #: An extra condition in the expression language (docs/expressions.md).
     when: str | None = None
+    #: Records that resolve the finding: when any is on file, the rule does not fire (a PDMP
+    #: review within 90 days, a pain treatment plan); the alert says what would resolve it.
+    unless: list[RecordRequirement] = Field(default_factory=list)
+    #: The coded responses the alert offers (besides the common ones): CDS Hooks overrideReasons.
+    responses: list[Response] = Field(default_factory=list)
+    #: False: the rule speaks for patients outside the pack's scope too (CDC Rec 12, OUD
+    #: treatment, is not limited to the guideline's pain scope)
+    scoped: bool = True
     tags: list[str] = Field(default_factory=list)
 
     #: The fields that hold drug or class names (the loader checks each against the knowledge).
@@ -81,6 +118,11 @@ class RuleBase(_Strict):
             value = getattr(self, name)
             out += [(name, v) for v in ([value] if isinstance(value, str) else value)]
         return out
+
+    def value_set_refs(self) -> list[tuple[str, str]]:
+        """(field, id) of every value set the rule names (the loader checks each exists)."""
+        return [(f"unless[{i}].value_sets", v) for i, u in enumerate(self.unless)
+                for v in u.value_sets]
 
 
 class InteractionRule(RuleBase):
@@ -193,32 +235,41 @@ class HepaticRule(RuleBase):
 
 class EscalationRule(RuleBase):
     type: Literal["escalation"]
-    kind: Literal["mme-increase", "mme-crossing", "rapid-taper", "long-term-opioid",
-                  "multiple-prescribers", "no-naloxone"]
+    kind: Literal["mme-increase", "mme-decrease", "mme-crossing", "rapid-taper",
+                  "long-term-opioid", "multiple-prescribers", "no-naloxone"]
     percent: float | None = None  # mme-increase: rise of at least; rapid-taper: fall of at least
     days: int | None = None  # look-back window
     threshold: float | None = None  # mme-crossing; no-naloxone minimum MME
     min_prescribers: int = 2
     with_classes: list[str] = Field(default_factory=list)  # no-naloxone: also when present
+    #: no-naloxone: also with an active condition in these value sets (overdose or substance
+    #: use disorder history, sleep-disordered breathing)
+    with_conditions: list[str] = Field(default_factory=list)
     naloxone: list[str] = Field(default_factory=lambda: ["opioid-antagonist"])
 
     ref_fields: ClassVar[tuple[str, ...]] = ("with_classes", "naloxone")
 
     @model_validator(mode="after")
     def _params(self) -> EscalationRule:
-        need = {"mme-increase": ("percent", "days"), "mme-crossing": ("threshold", "days"),
+        need = {"mme-increase": ("percent", "days"), "mme-decrease": ("percent", "days"),
+                "mme-crossing": ("threshold", "days"),
                 "rapid-taper": ("percent", "days"), "long-term-opioid": ("days",),
                 "multiple-prescribers": ("days",), "no-naloxone": ()}[self.kind]
         missing = [n for n in need if getattr(self, n) is None]
         if missing:
             raise ValueError(f"a {self.kind} rule needs {', '.join(missing)}")
-        if self.kind == "no-naloxone" and self.threshold is None and not self.with_classes:
-            raise ValueError("a no-naloxone rule needs 'threshold' or 'with_classes'")
+        if (self.kind == "no-naloxone" and self.threshold is None and not self.with_classes
+                and not self.with_conditions):
+            raise ValueError("a no-naloxone rule needs 'threshold', 'with_classes' or "
+                             "'with_conditions'")
         return self
 
     @property
     def family(self) -> Family:
         return "escalation"
+
+    def value_set_refs(self) -> list[tuple[str, str]]:
+        return super().value_set_refs() + [("with_conditions", v) for v in self.with_conditions]
 
 
 class ExpressionRule(RuleBase):
@@ -271,6 +322,91 @@ class DuplicationRule(RuleBase):
         return "duplication"
 
 
+class OpioidOrderRule(RuleBase):
+    """Each current or draft opioid order (not opioid-use-disorder treatment, not an inpatient
+    order) that meets every condition set: it starts opioid therapy (no opioid order,
+    statement or dispense in the `naive_days` before it), it began within a window, its
+    days' supply is acute (< 28 days, or not given) or subacute/chronic (28 or more), over
+    `supply_over_days`, extended-release or long-acting. One alert per rule lists the orders."""
+
+    type: Literal["opioid-order"]
+    new_start: bool = False
+    naive_days: int = Field(default=90, gt=0)
+    #: the order began at most this many days before the evaluation date (a draft: today)
+    started_within_days: int | None = Field(default=30, ge=0)
+    #: ... and at least this many days before (a follow-up due 7 to 28 days after a start)
+    started_at_least_days: int | None = Field(default=None, ge=0)
+    supply: Literal["acute", "subacute-chronic"] | None = None
+    supply_over_days: float | None = Field(default=None, ge=0)
+    extended_release: bool | None = None
+    long_acting_drugs: list[str] = Field(default_factory=list)  # long-acting whatever the form
+
+    ref_fields: ClassVar[tuple[str, ...]] = ("long_acting_drugs",)
+    _lists = field_validator("long_acting_drugs", mode="before")(_as_list)
+
+    @property
+    def family(self) -> Family:
+        return "guideline"
+
+
+class ConditionRule(RuleBase):
+    """An active condition in the value sets recorded (or begun) within `within_days`, with
+    none of `without_drugs` current or taken within those days (opioid use disorder without
+    medication for it)."""
+
+    type: Literal["condition"]
+    conditions: list[str] = Field(min_length=1)  # value set ids
+    within_days: int = Field(default=90, gt=0)
+    without_drugs: list[str] = Field(default_factory=list)
+
+    ref_fields: ClassVar[tuple[str, ...]] = ("without_drugs",)
+    _lists = field_validator("conditions", "without_drugs", mode="before")(_as_list)
+
+    def value_set_refs(self) -> list[tuple[str, str]]:
+        return super().value_set_refs() + [("conditions", v) for v in self.conditions]
+
+    @property
+    def family(self) -> Family:
+        return "guideline"
+
+
+class ToxicologyPanel(_Strict):
+    tests: str  # value set id of the tests for the substance
+    #: what, prescribed, makes a positive expected (none for a substance never prescribed)
+    drugs: list[str] = Field(default_factory=list)
+    label: str  # the substance, as said: "oxycodone"
+
+    _lists = field_validator("drugs", mode="before")(_as_list)
+
+
+class ToxicologyRule(RuleBase):
+    """Urine drug test results that are unexpected given the prescriptions: an illicit
+    substance detected, a prescribed drug not detected, or a drug detected that was not
+    prescribed in the `rx_window_days` before the test. A result reads positive or negative
+    from its value text ("Positive", "neg"), as the CDC implementation guide reads it."""
+
+    type: Literal["toxicology"]
+    lookback_days: int = Field(default=365, gt=0)
+    rx_window_days: int = Field(default=31, gt=0)
+    illicit: list[ToxicologyPanel] = Field(default_factory=list)
+    prescribed: list[ToxicologyPanel] = Field(default_factory=list)
+
+    def refs(self) -> list[tuple[str, str]]:
+        return [(f"{side}.drugs", d) for side, panels in (("illicit", self.illicit),
+                                                           ("prescribed", self.prescribed))
+                for p in panels for d in p.drugs if side == "prescribed"]
+
+    def value_set_refs(self) -> list[tuple[str, str]]:
+        return super().value_set_refs() + [
+            (f"{side}.tests", p.tests) for side, panels in (("illicit", self.illicit),
+                                                            ("prescribed", self.prescribed))
+            for p in panels]
+
+    @property
+    def family(self) -> Family:
+        return "guideline"
+
+
 class DataQualityRule(RuleBase):
     """What could not be checked in the record (cds.knowledge.quality): one alert per check,
     listing every medication it concerns with the reason."""
@@ -285,7 +421,8 @@ class DataQualityRule(RuleBase):
 
 Rule = Annotated[
     InteractionRule | BurdenRule | MmeRule | RenalRule | RenalMonitoringRule | HepaticRule
-    | EscalationRule | ExpressionRule | DuplicationRule | DataQualityRule,
+    | EscalationRule | ExpressionRule | DuplicationRule | OpioidOrderRule | ConditionRule
+    | ToxicologyRule | DataQualityRule,
     Field(discriminator="type"),
 ]
 
@@ -324,6 +461,41 @@ class ChangelogEntry(_Strict):
     changes: list[str] = Field(min_length=1)
 
 
+class ScopeExclusion(_Strict):
+    """Patients a guideline does not address: a condition in the value sets (active, or of any
+    status with `any_status`), or records of the kinds listed within `within_days`, or (for
+    active cancer) encounters with such a diagnosis in the window."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]*$")
+    label: str  # how the exclusion is said: "hospice or end-of-life care"
+    conditions: list[str] = Field(default_factory=list)  # value set ids
+    any_status: bool = False
+    problem_list_only: bool = False  # only problem-list conditions count (not encounter diagnoses)
+    records: list[RecordRequirement] = Field(default_factory=list)
+    #: this many encounters within `encounter_days` with an encounter diagnosis in `conditions`
+    encounters: int | None = Field(default=None, gt=0)
+    encounter_days: int = Field(default=365, gt=0)
+    source: str
+
+
+class Scope(_Strict):
+    """Who a pack addresses, evaluated once per patient: out of scope, none of its rules
+    fire, and the result says why."""
+
+    min_age: int | None = None
+    #: outpatient: a patient whose current opioid orders are all inpatient orders
+    #: (MedicationRequest.category) is out of scope
+    setting: Literal["outpatient", "any"] = "any"
+    exclusions: list[ScopeExclusion] = Field(default_factory=list)
+    source: str
+
+    def value_set_refs(self) -> list[tuple[str, str]]:
+        return [(f"scope.exclusions[{i}].{where}", v) for i, e in enumerate(self.exclusions)
+                for where, v in ([("conditions", c) for c in e.conditions]
+                                 + [(f"records[{j}].value_sets", vs) for j, r in enumerate(e.records)
+                                    for vs in r.value_sets])]
+
+
 class PackMeta(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]*$")
     version: str = Field(pattern=SEMVER)
@@ -334,6 +506,7 @@ class PackMeta(_Strict):
     changelog: list[ChangelogEntry] = Field(min_length=1)
     rule_files: list[str] = Field(default_factory=lambda: ["rules/*.yaml"])
     escalation: EscalationPolicy = Field(default_factory=EscalationPolicy)
+    scope: Scope | None = None
     license: str | None = None
 
     @model_validator(mode="after")

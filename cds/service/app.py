@@ -50,7 +50,14 @@ from cds.service.config import ConfigError, Settings, load_settings
 from cds.service.discovery import SERVICES, Service, discovery
 from cds.service.feedback import FeedbackError, FeedbackStore, IssuedCard, parse_feedback
 from cds.service.middleware import Guard
-from cds.service.prefetch import KEY_LABELS, SERIOUS_KEYS, PrefetchError, gather, templates
+from cds.service.prefetch import (
+    KEY_KINDS,
+    KEY_LABELS,
+    SERIOUS_KEYS,
+    PrefetchError,
+    gather,
+    templates,
+)
 from cds.service.state import EngineHolder, Snapshot, build_snapshot
 from cds.vocabulary import DATA_QUALITY
 
@@ -307,6 +314,7 @@ async def _hook(state: ServiceState, service_id: str, request: Request,
     snap = state.holder.get()  # one engine for the whole call, whatever a reload does
     work = _Work(service, snap, patient_id, got.values, context, instance, state.base_url,
                  settings, today)
+    work.unavailable = frozenset(k for key in got.missing for k in KEY_KINDS.get(key, ()))
     try:
         cards, issued, engine_ms = await anyio.to_thread.run_sync(work.run)
     except BadRequest as e:
@@ -368,6 +376,7 @@ class _Work:
         self.base_url = base_url
         self.settings = settings
         self.today = today
+        self.unavailable: frozenset[str] = frozenset()
         self.problems: list[str] = []
         self.unchecked: list[Alert] = []  # data-quality alerts: said together on one card
         self.not_reviewed = False
@@ -375,7 +384,8 @@ class _Work:
 
     def run(self) -> tuple[list[dict[str, Any]], list[IssuedCard], float]:
         built: Assembled = assemble(self.patient_id, self.values, self.context,
-                                    with_drafts=self.service.drafts)
+                                    with_drafts=self.service.drafts,
+                                    unavailable=self.unavailable)
         self.problems = built.problems
         t0 = time.perf_counter()
         try:

@@ -93,7 +93,7 @@ def patient_id(raw: str) -> str:
 
 
 def assemble(patient_id: str, values: Mapping[str, Any], context: Mapping[str, Any], *,
-             with_drafts: bool) -> Assembled:
+             with_drafts: bool, unavailable: frozenset[str] = frozenset()) -> Assembled:
     """Build the Patient from prefetch values (key -> resource, Bundle or None) with the one
     builder every path uses (cds.io.builder); the records left out are named for the card."""
     records: list[Record] = []
@@ -116,6 +116,8 @@ def assemble(patient_id: str, values: Mapping[str, Any], context: Mapping[str, A
     except InputError as e:
         raise BadRequest(str(e), "prefetch.patient") from None
     patient = built.patient
+    if unavailable:  # record kinds the service could not get: rules needing them not checked
+        patient = patient.model_copy(update={"unavailable": sorted(unavailable)})
     if draft_ids:  # the draft itself, also returned by the medications search
         patient = patient.model_copy(update={"medications": [
             m for m in patient.medications if m.id not in draft_ids]})

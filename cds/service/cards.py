@@ -129,8 +129,11 @@ def detail(alert: Alert) -> str:
     return "\n\n".join(parts)
 
 
-def override_reasons(family: str, system: str) -> list[dict[str, str]]:
-    reasons = list(_COMMON_REASONS) + list(_FAMILY_REASONS.get(family, ()))
+def override_reasons(family: str, system: str,
+                     own: Sequence[tuple[str, str]] = ()) -> list[dict[str, str]]:
+    """The rule's own responses (pack data: "PDMP reviewed", "snooze 3 months") first, then
+    the common ones and the family's."""
+    reasons = list(own) + list(_COMMON_REASONS) + list(_FAMILY_REASONS.get(family, ()))
     seen: set[str] = set()
     out = []
     for code, display in reasons:
@@ -193,6 +196,21 @@ def _naloxone(ctx: CardContext, s: Suggestion) -> list[dict[str, Any]]:
              "resource": resource}]
 
 
+def _service_request(ctx: CardContext, s: Suggestion) -> dict[str, Any]:
+    """A draft ServiceRequest for a test or a referral, named by the rule's label: the local
+    orderable is for the clinician to pick (no code is assumed)."""
+    resource: dict[str, Any] = {"resourceType": "ServiceRequest", "status": "draft",
+                                "intent": "order", "code": {"text": s.label},
+                                "subject": {"reference": f"Patient/{ctx.patient_id}"}}
+    encounter = _reference(ctx.encounter_id, "Encounter")
+    if encounter:
+        resource["encounter"] = encounter
+    requester = _reference(ctx.user_id, "Practitioner")
+    if requester:
+        resource["requester"] = requester
+    return {"type": "create", "description": s.label, "resource": resource}
+
+
 def _targets(s: Suggestion, ctx: CardContext, *, drafts_only: bool = False) -> list[OrderRef]:
     out = []
     for oid in s.order_ids:
@@ -244,6 +262,8 @@ def _actions(s: Suggestion, alert: Alert, ctx: CardContext) -> list[dict[str, An
                         "description": f"Reduce {_label(r)} to at most {limit}",
                         "resource": _with_note(r.resource, note)})
         return out
+    if s.kind in ("order-toxicology-screen", "refer"):
+        return [_service_request(ctx, s)]
     if s.kind == "discontinue":
         out = []
         for r in _targets(s, ctx):
@@ -298,7 +318,8 @@ def alert_to_card(alert: Alert, ctx: CardContext) -> dict[str, Any]:
         clash = any(touched[i] & touched[j] for i in range(len(touched))
                     for j in range(i + 1, len(touched)))
         card["selectionBehavior"] = "at-most-one" if clash else "any"
-    card["overrideReasons"] = override_reasons(alert.family, ctx.override_reason_system)
+    card["overrideReasons"] = override_reasons(alert.family, ctx.override_reason_system,
+                                               [(c, d) for c, d, _ in alert.responses])
     return card
 
 

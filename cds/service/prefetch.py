@@ -39,11 +39,28 @@ KEY_LABELS = {
     "creatinine": "latest serum creatinine",
     "egfr": "latest eGFR",
     "conditions": "active conditions",
+    "procedures": "procedures of the past year (PDMP reviews, benefit-risk assessments)",
+    "encounters": "encounters of the past year (hospice, cancer treatment)",
+    "labs": "laboratory results of the past year (urine drug tests)",
+    "pdmp": "PDMP review findings",
+    "careplans": "care plans (pain treatment plans)",
+    "servicerequests": "service orders of the past year (hospice, palliative care)",
+}
+#: The record kinds each key brings: a key the service cannot get makes them unavailable,
+#: and rules that need them are not checked (never fired on a guess).
+KEY_KINDS: dict[str, tuple[str, ...]] = {
+    "conditions": ("condition",), "procedures": ("procedure",), "encounters": ("encounter",),
+    "labs": ("observation",), "pdmp": ("observation",), "careplans": ("care-plan",),
+    "servicerequests": ("service-request",),
 }
 #: Keys without which the check is seriously incomplete (the card is a warning, not info).
 SERIOUS_KEYS = frozenset({"medications", "dispenses", "patient"})
 #: Keys a request may leave out even with no FHIR server to fetch them from (no 412).
-OPTIONAL_KEYS = frozenset({"conditions"})
+OPTIONAL_KEYS = frozenset({"conditions", "procedures", "encounters", "labs", "pdmp", "careplans",
+                           "servicerequests"})
+#: How far back the guideline rules look at dated records (CDC 2022 implementation guide:
+#: 12 months and a day for urine drug tests; a year for hospice encounters).
+RECORD_DAYS = 366
 
 
 def _codes(kind: str) -> str:
@@ -65,6 +82,15 @@ def templates(dispense_days: int, today: date) -> dict[str, str]:
     }
     for kind in OBSERVATION_CODES:
         out[kind] = f"Observation?patient={pid}&code={_codes(kind)}&_sort=-date&_count=1"
+    year = (today - timedelta(days=RECORD_DAYS)).isoformat()
+    out.update({  # the CDC 2022 guideline rules' records (opioid-safety 2.0.0)
+        "procedures": f"Procedure?patient={pid}&date=ge{year}",
+        "encounters": f"Encounter?patient={pid}&date=ge{year}",
+        "labs": f"Observation?patient={pid}&category=laboratory&date=ge{year}",
+        "pdmp": f"Observation?patient={pid}&code=http://snomed.info/sct|461651000124104",
+        "careplans": f"CarePlan?patient={pid}&date=ge{year}",
+        "servicerequests": f"ServiceRequest?patient={pid}&authored=ge{year}",
+    })
     return out
 
 

@@ -12,6 +12,7 @@ from cds.engine.kinds.data_quality import DataQualityKind
 from cds.engine.kinds.duplication import DuplicationKind
 from cds.engine.kinds.escalation import EscalationKind
 from cds.engine.kinds.expression import ExpressionKind
+from cds.engine.kinds.guideline import ConditionKind, OpioidOrderKind, ToxicologyKind
 from cds.engine.kinds.hepatic import HepaticKind
 from cds.engine.kinds.interaction import InteractionKind
 from cds.engine.kinds.mme import MmeKind
@@ -21,7 +22,8 @@ from cds.engine.kinds.renal_monitoring import RenalMonitoringKind
 #: Rule type (the schema's `type:`) -> its kind.
 KINDS: dict[str, RuleKind] = {k.type: k for k in (
     InteractionKind(), BurdenKind(), MmeKind(), RenalKind(), RenalMonitoringKind(), HepaticKind(),
-    EscalationKind(), ExpressionKind(), DuplicationKind(), DataQualityKind())}
+    EscalationKind(), ExpressionKind(), DuplicationKind(), OpioidOrderKind(), ConditionKind(),
+    ToxicologyKind(), DataQualityKind())}
 
 
 def kind_of(rule: Any) -> RuleKind:

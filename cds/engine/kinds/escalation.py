@@ -13,6 +13,7 @@ from cds.engine.alerts import CompiledRule, Finding
 from cds.engine.kinds.base import Condition, Index, RuleKind
 from cds.knowledge.facts import Facts
 from cds.knowledge.normalize import NormalizedMed
+from cds.knowledge.records import conditions_in
 
 #: Naloxone dispensed or ordered this recently still counts as "on file".
 NALOXONE_LOOKBACK_DAYS = 730
@@ -35,6 +36,10 @@ def _no_naloxone(cr: CompiledRule, facts: Facts, index: Index) -> Finding | None
         if facts.has(c):
             names = ", ".join(facts.meds[i].label for i in facts.meds_with(c))
             reasons.append(f"with {c}: {names}")
+    if r.with_conditions:
+        for _, found in conditions_in(index.kb, facts.condition_records, r.with_conditions,
+                                      any_status=True)[:3]:
+            reasons.append(f"history: {found.label}")
     if not reasons:
         return None
     since = facts.as_of - timedelta(days=NALOXONE_LOOKBACK_DAYS)
@@ -85,6 +90,13 @@ class EscalationKind(RuleKind):
             return _finding(cr, opioids, {"mme": round(now, 1), "baseline": round(baseline, 1),
                                           "since": then.isoformat(), "days": r.days,
                                           "change": f"+{(now / baseline - 1) * 100:.0f}%"})
+        if r.kind == "mme-decrease":  # any reduction of `percent` or more (a taper to plan)
+            if baseline <= 0 or now > baseline * (1 - r.percent / 100):
+                return None
+            return _finding(cr, opioids or tuple(m for m, _ in hist.active_on(then)), {
+                "mme": round(now, 1), "baseline": round(baseline, 1), "since": then.isoformat(),
+                "days": r.days,
+                "change": "stopped" if now == 0 else f"-{(1 - now / baseline) * 100:.0f}%"})
         if r.kind == "mme-crossing":
             if now < r.threshold:
                 return None
