@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cds.errors import CdsError, PackErrors
+from cds.limits import MAX_MEDICATIONS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Medication-safety decision support: check patients against rule packs.")
@@ -42,6 +43,9 @@ PacksOpt = Annotated[list[str] | None, typer.Option(
     "--pack", "-p", help="Pack to use, 'id' (newest) or 'id@version'; repeat. Default: all.")]
 RulesetsOpt = Annotated[list[Path] | None, typer.Option(
     "--rulesets", help="Extra folder of installed packs; repeat.")]
+MaxMedsOpt = Annotated[int, typer.Option(
+    "--max-medications", min=1,
+    help="Medication records one patient may have (more: an error naming the patient).")]
 AsOfOpt = Annotated[str | None, typer.Option(
     "--as-of", help="Evaluation date, YYYY-MM-DD (default: today).")]
 
@@ -61,11 +65,13 @@ def _as_of(value: str | None) -> date:
         fail(f"--as-of: {value!r} is not a date (YYYY-MM-DD)")
 
 
-def _engine(packs: list[str] | None, rulesets: list[Path] | None, backend: str = "indexed"):  # type: ignore[no-untyped-def]
+def _engine(packs: list[str] | None, rulesets: list[Path] | None, backend: str = "indexed",  # type: ignore[no-untyped-def]
+            max_medications: int = MAX_MEDICATIONS):
     from cds.engine.evaluator import load_engine
 
     try:
-        return load_engine(packs, roots=rulesets or (), backend=backend)  # type: ignore[arg-type]
+        return load_engine(packs, roots=rulesets or (), backend=backend,  # type: ignore[arg-type]
+                           max_medications=max_medications)
     except PackErrors as e:
         fail("rule packs failed to load:\n" + "\n".join(f"  {x}" for x in e.errors))
 
@@ -78,6 +84,7 @@ def check(
     rulesets: RulesetsOpt = None,
     as_of: AsOfOpt = None,
     engine: Annotated[EngineName, typer.Option("--engine")] = EngineName.indexed,
+    max_medications: MaxMedsOpt = MAX_MEDICATIONS,
 ) -> None:
     """Check one patient and print the MME, unrecognized medications and alerts."""
     from cds.io import read_patient
@@ -86,12 +93,32 @@ def check(
         patient = read_patient(file)
     except CdsError as e:
         fail(str(e))
-    eng = _engine(pack, rulesets, engine.value)
-    result = eng.evaluate(patient, as_of=_as_of(as_of))
+    eng = _engine(pack, rulesets, engine.value, max_medications)
+    try:
+        result = eng.evaluate(patient, as_of=_as_of(as_of))
+    except CdsError as e:
+        fail(f"{file}: {e}")
     if format is Format.json:
-        sys.stdout.buffer.write(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
+        _emit(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
         return
     _print_result(result)
+    _emit(b"")
+
+
+def _emit(data: bytes) -> None:
+    """Write to standard output and make sure all of it was written: a failed or short write
+    (a full disk, a closed pipe) exits 4 rather than leaving a truncated result looking done."""
+    try:
+        stream = sys.stdout.buffer
+        written = stream.write(data) if data else 0
+        stream.flush()
+    except (OSError, ValueError) as e:
+        err.print(f"[bold red]error:[/] the output could not be written: {e}", soft_wrap=True)
+        raise typer.Exit(4) from None
+    if written != len(data):
+        err.print(f"[bold red]error:[/] the output was cut short: {written} of {len(data)} "
+                  "bytes written", soft_wrap=True)
+        raise typer.Exit(4)
 
 
 def _print_result(result) -> None:  # type: ignore[no-untyped-def]
@@ -311,6 +338,7 @@ def panel(
     top: Annotated[int, typer.Option(
         "--top", help="Patients of the worklist shown in detail in report.html.")] = 500,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    max_medications: MaxMedsOpt = MAX_MEDICATIONS,
 ) -> None:
     """Review a whole panel: alerts, worklist, quarantine and an HTML report."""
     from cds.panel.run import run_panel
@@ -318,7 +346,7 @@ def panel(
     try:
         run_panel(input, out_dir, resume=resume, executor=executor, scheduler=scheduler,
                   workers=workers, packs=pack, as_of=_as_of(as_of), shards=shards, top_n=top,
-                  quiet=quiet)
+                  quiet=quiet, max_medications=max_medications)
     except PackErrors as e:
         fail("rule packs failed to load:\n" + "\n".join(f"  {x}" for x in e.errors))
     except CdsError as e:

@@ -70,6 +70,12 @@ class UsageError(CdsError, ValueError):
     """A library call with an argument it cannot act on (an unknown backend, say)."""
 
 
+class TooManyMedications(InputError):
+    """A patient with more medication records than the engine accepts: one evaluation's time
+    and memory stay bounded (the service answers 413, `cds check` exits 2, the panel
+    quarantines the patient with this reason)."""
+
+
 class PackErrors(CdsError):
     """Several pack errors found in one pass, so an author fixes them all at once."""
 

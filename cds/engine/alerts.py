@@ -36,6 +36,9 @@ class Finding:
     values: dict[str, Any]
     specificity: float = 0.0
     key: tuple[Any, ...] = ()  # what makes two findings "the same" for deduplication
+    #: rules that reported the same finding and were merged into this one before it was built
+    #: (the indexed evaluator groups a pair's rules as it goes): they become the alert's `also`
+    also: tuple[CompiledRule, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

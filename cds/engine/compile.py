@@ -14,6 +14,7 @@ from itertools import combinations
 
 from cds.engine.alerts import CompiledRule, Finding
 from cds.engine.kinds import Index, kind_of
+from cds.engine.prioritize import group_key, preference
 from cds.engine.rationale import rule_tail
 from cds.engine.scope import out_of_scope, unresolved
 from cds.knowledge.facts import Facts
@@ -93,9 +94,16 @@ class CompiledPacks:
         return out
 
     def match_pairs(self, facts: Facts, out: list[Finding]) -> None:
-        """Rules of the pair table, for each pair of current medications."""
+        """Rules of the pair table, for each pair of current medications. The rules reporting
+        one pair finding (a shared `finding` key, or one family) are grouped as they are
+        found, and each winning rule's pairs make one finding, so the work after matching
+        grows with the rules, not with the square of the medication list."""
         pairs = self.index.pairs
         meds = facts.meds
+        passed: dict[str, bool] = {}  # `when` and `unless` are about the patient: once per rule
+        won: dict[str, list[tuple[NormalizedMed, NormalizedMed, set[bool], float]]] = {}
+        rules: dict[str, CompiledRule] = {}
+        also: dict[str, dict[str, CompiledRule]] = {}
         for i, j in combinations(range(len(meds)), 2):
             mi, mj = meds[i], meds[j]
             hits: dict[str, tuple[CompiledRule, set[bool], float]] = {}
@@ -104,11 +112,37 @@ class CompiledPacks:
                     for cr, i_is_a, spec in pairs.get((x, y), ()):
                         hit = hits.setdefault(cr.ref, (cr, set(), spec))
                         hit[1].add(i_is_a)
+            if not hits:
+                continue
+            best: dict[tuple[str, str], tuple[CompiledRule, set[bool], float]] = {}
+            lost: dict[tuple[str, str], list[CompiledRule]] = {}
             for cr, sides, spec in hits.values():
-                if self.passes(cr, facts):
-                    f = cr.kind.match_pair(cr, mi, mj, sides, spec)
-                    if f is not None:
-                        out.append(f)
+                ok = passed.get(cr.ref)
+                if ok is None:
+                    ok = passed[cr.ref] = self.passes(cr, facts)
+                if not ok:
+                    continue
+                k = group_key(cr)
+                held = best.get(k)
+                if held is None:
+                    best[k] = (cr, sides, spec)
+                elif preference(cr, spec) < preference(held[0], held[2]):
+                    lost.setdefault(k, []).append(held[0])
+                    best[k] = (cr, sides, spec)
+                else:
+                    lost.setdefault(k, []).append(cr)
+            for k, (cr, sides, spec) in best.items():
+                won.setdefault(cr.ref, []).append((mi, mj, sides, spec))
+                rules[cr.ref] = cr
+                for other in lost.get(k, ()):
+                    also.setdefault(cr.ref, {})[other.ref] = other
+        for ref, items in won.items():
+            cr = rules[ref]
+            f = (cr.kind.match_pair(cr, *items[0]) if len(items) == 1
+                 else cr.kind.match_pairs(cr, items))
+            if f is not None:
+                f.also = tuple(also.get(ref, {}).values())
+                out.append(f)
 
     def match_drugs(self, facts: Facts, out: list[Finding]) -> None:
         """Ingredient-indexed rules, each asked once with every medication that reached it."""

@@ -18,9 +18,10 @@ from cds.engine.compile import CompiledPacks
 from cds.engine.prioritize import to_alerts
 from cds.engine.result import Result
 from cds.engine.summary import PatientSummary
-from cds.errors import UsageError
+from cds.errors import TooManyMedications, UsageError
 from cds.knowledge.facts import Facts, build_facts
 from cds.knowledge.store import Knowledge, default_knowledge
+from cds.limits import MAX_MEDICATIONS
 from cds.patient import MedicationOrder, Patient
 from cds.rules.loader import Pack
 from cds.rules.registry import load_packs
@@ -34,8 +35,10 @@ class Matcher(Protocol):
 
 class Engine:
     def __init__(self, packs: Sequence[Pack], kb: Knowledge | None = None,
-                 backend: Backend = "indexed", *, freeze_gc: bool = True) -> None:
+                 backend: Backend = "indexed", *, freeze_gc: bool = True,
+                 max_medications: int = MAX_MEDICATIONS) -> None:
         self.kb = kb or default_knowledge()
+        self.max_medications = max_medications
         self.packs = tuple(packs)
         self.backend: Backend = backend
         self.compiled = CompiledPacks(self.kb, list(self.packs))
@@ -66,6 +69,12 @@ class Engine:
               draft_orders: Iterable[MedicationOrder] = ()) -> Facts:
         """What the rules read about the patient on `as_of` (for `cds explain` and tests)."""
         drafts = [o if o.draft else o.model_copy(update={"draft": True}) for o in draft_orders]
+        n = len(patient.medications) + len(drafts)
+        if n > self.max_medications:
+            raise TooManyMedications(
+                f"{n} medication records; at most {self.max_medications} are checked for one "
+                "patient (so one check stays fast and small): split the record or raise the "
+                "limit (max_medications)", record=f"Patient/{patient.id}")
         return build_facts(self.kb, patient, as_of, drafts)
 
     def alerts(self, facts: Facts) -> list[Alert]:
@@ -121,7 +130,8 @@ ALWAYS = "data-quality"
 
 
 def load_engine(packs: Iterable[str] | None = None, *, roots: Iterable[Path | str] = (),
-                backend: Backend = "indexed", kb: Knowledge | None = None) -> Engine:
+                backend: Backend = "indexed", kb: Knowledge | None = None,
+                max_medications: int = MAX_MEDICATIONS) -> Engine:
     """Build an engine over installed packs: `None` takes the newest of each. The built-in
     `data-quality` pack is always among them (never silent about what was not checked)."""
     kb = kb or default_knowledge()
@@ -129,4 +139,4 @@ def load_engine(packs: Iterable[str] | None = None, *, roots: Iterable[Path | st
     loaded = load_packs(kb, list(packs) if packs is not None else None, roots)
     if all(p.id != ALWAYS for p in loaded):
         loaded += load_packs(kb, [ALWAYS], roots)
-    return Engine(loaded, kb, backend)
+    return Engine(loaded, kb, backend, max_medications=max_medications)

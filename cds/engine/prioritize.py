@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from cds.engine.alerts import Alert, Finding, Suggestion
+from cds.engine.alerts import Alert, CompiledRule, Finding, Suggestion
+from cds.engine.kinds.interaction import pairs_finding
 from cds.engine.rationale import fill, rationale
 from cds.knowledge.facts import Facts
 from cds.vocabulary import SEVERITY_RANK
@@ -50,10 +51,20 @@ def priority(f: Finding, base_modifiers: int) -> int:
     return SEVERITY_BASE[rule.severity] + max(0, min(99, m))
 
 
+def preference(cr: CompiledRule, specificity: float) -> tuple[int, float, str]:
+    """How a rule ranks as the alert for one finding (lower first): higher severity, then the
+    narrower drug references, then the rule id (a stable tie-break)."""
+    return (SEVERITY_RANK[cr.rule.severity], -specificity, cr.ref)
+
+
 def _more_specific(f: Finding, g: Finding) -> bool:
     """Is f preferred over g as the alert for one finding?"""
-    return (SEVERITY_RANK[f.rule.rule.severity], -f.specificity, f.rule.ref) < (
-        SEVERITY_RANK[g.rule.rule.severity], -g.specificity, g.rule.ref)
+    return preference(f.rule, f.specificity) < preference(g.rule, g.specificity)
+
+
+def group_key(cr: CompiledRule) -> tuple[str, str]:
+    """Which rules report one pair finding: those sharing a `finding` key, else one family."""
+    return ("finding", cr.rule.finding) if cr.rule.finding else ("pair", cr.family)
 
 
 def deduplicate(findings: Iterable[Finding]) -> list[tuple[Finding, list[Finding]]]:
@@ -66,25 +77,60 @@ def deduplicate(findings: Iterable[Finding]) -> list[tuple[Finding, list[Finding
     groups: dict[tuple[object, ...], list[Finding]] = {}
     for f in findings:
         rule = f.rule.rule
-        meds = frozenset(m.order_id for m in f.meds)
+        pair = f.key[1] if f.key and f.key[0] == "pair" else None  # its order ids, made once
         if rule.finding:
-            k: tuple[object, ...] = ("finding", rule.finding, meds)
-        elif f.key and f.key[0] == "pair":
-            k = ("pair", f.rule.family, meds)
+            k: tuple[object, ...] = ("finding", rule.finding,
+                                     pair or frozenset(m.order_id for m in f.meds))
+        elif pair is not None:
+            k = ("pair", f.rule.family, pair)
         else:
             k = ("rule", f.rule.ref, f.key)
-        groups.setdefault(k, []).append(f)
+        group = groups.setdefault(k, [])
+        group.append(f)
+        if f.also:  # merged before it was built: its other rules come along
+            group.extend(Finding(c, (), {}, -1.0) for c in f.also)
     out: list[tuple[Finding, list[Finding]]] = []
     for group in groups.values():
         best = group[0]
         for g in group[1:]:
-            if _more_specific(g, best):
+            # (a rule merged before it was built has no medications: not a candidate)
+            if g.meds and (not best.meds or _more_specific(g, best)):
                 best = g
         if len(group) == 1:
             out.append((best, []))
             continue
         others = {g.rule.ref for g in group if g is not best}
         out.append((best, [g for g in group if g.rule.ref in others]))
+    return out
+
+
+def merge_pairs(groups: list[tuple[Finding, list[Finding]]]
+                ) -> list[tuple[Finding, list[Finding]]]:
+    """Pairwise findings of one rule for one patient become one finding listing the pairs
+    (the durable backend reports pairs one by one; the indexed evaluator merges them as it
+    goes): four opioids with two benzodiazepines are one alert, not eight."""
+    by_rule: dict[str, list[int]] = {}
+    for n, (best, _) in enumerate(groups):
+        if best.key and best.key[0] == "pair" and len(best.meds) == 2:
+            by_rule.setdefault(best.rule.ref, []).append(n)
+    merged = {ref: idxs for ref, idxs in by_rule.items() if len(idxs) > 1}
+    if not merged:
+        return groups
+    first_of = {idxs[0]: ref for ref, idxs in merged.items()}
+    dropped = {i for idxs in merged.values() for i in idxs[1:]}
+    out = []
+    for n, group in enumerate(groups):
+        if n in dropped:
+            continue
+        ref = first_of.get(n)
+        if ref is None:
+            out.append(group)
+            continue
+        items = [groups[i] for i in merged[ref]]
+        best = items[0][0]
+        out.append((pairs_finding(best.rule, [(f.meds[0], f.meds[1]) for f, _ in items],
+                                  max(f.specificity for f, _ in items)),
+                    [o for _, os in items for o in os]))
     return out
 
 
@@ -116,7 +162,7 @@ def to_alerts(findings: Iterable[Finding], facts: Facts) -> list[Alert]:
     base = risk_modifiers(facts)
     values_cache: dict[str, str] = {}
     alerts = []
-    for best, others in deduplicate(findings):
+    for best, others in merge_pairs(deduplicate(findings)):
         rule = best.rule.rule
         meds = best.meds
         order_ids = tuple(sorted({m.order_id for m in meds}))
@@ -130,8 +176,8 @@ def to_alerts(findings: Iterable[Finding], facts: Facts) -> list[Alert]:
             severity=rule.severity, priority=priority(best, base),
             summary=_summary(rule.summary, best.values),
             rationale=rationale(best, facts, values_cache), medications=tuple(m.label for m in meds),
-            sources=(tuple(dict.fromkeys([*rule.sources,
-                                          *(s for o in others for s in o.rule.rule.sources)]))
+            sources=(tuple(dict.fromkeys([*rule.sources, *(
+                s for o in sorted(others, key=lambda o: o.rule.ref) for s in o.rule.rule.sources)]))
                      if others else tuple(rule.sources)),
             actions=tuple(actions), order_ids=order_ids,
             also=tuple(sorted({o.rule.ref for o in others})) if others else (),

@@ -129,6 +129,8 @@ def rule_tail(rule: Any, kind: Any) -> str:
 def rationale(f: Finding, facts: Facts, cache: dict[str, str]) -> str:
     """The rule's template filled, the values used, then the rule's tail."""
     parts = [_sentence(fill(f.rule.rule.rationale.strip(), f.values))]
+    if f.values.get("pair_count", 0) > 1:
+        parts.append(_sentence(f"{f.values['pair_count']} pairs: {f.values['pairs']}"))
     used = values_used(f, facts, cache)
     if used:
         parts.append(_sentence(used))

@@ -35,6 +35,7 @@ from rich.progress import (
 
 from cds.engine.evaluator import Engine, load_engine
 from cds.errors import CdsError
+from cds.limits import MAX_MEDICATIONS
 from cds.panel import merge as merging
 from cds.panel.partition import (
     UnitResult,
@@ -133,7 +134,8 @@ def run_panel(input: Path | str, out_dir: Path | str, *, resume: bool = False,
               executor: str = "local", scheduler: str | None = None, workers: int | None = None,
               packs: list[str] | None = None, as_of: date | None = None,
               shards: int | None = None, top_n: int = DEFAULT_TOP_N, quiet: bool = False,
-              console: Console | None = None, engine: Engine | None = None) -> dict[str, Any]:
+              console: Console | None = None, engine: Engine | None = None,
+              max_medications: int = MAX_MEDICATIONS) -> dict[str, Any]:
     """Review every patient of a Bulk Data export (or CSV folder); returns run.json's content."""
     t_start = time.perf_counter()
     console = console or Console(stderr=True, highlight=False, quiet=quiet)
@@ -168,7 +170,7 @@ def run_panel(input: Path | str, out_dir: Path | str, *, resume: bool = False,
         layout, files, ignored = discover(input_dir)
     except FileNotFoundError as e:
         raise PanelError(str(e)) from None
-    eng = engine or load_engine(params["packs"])
+    eng = engine or load_engine(params["packs"], max_medications=max_medications)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     n_workers = workers or cpu_count()

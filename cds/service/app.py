@@ -35,7 +35,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 
 from cds.engine.alerts import Alert
-from cds.errors import CdsError, PackErrors
+from cds.errors import CdsError, PackErrors, TooManyMedications
 from cds.service.assemble import Assembled, BadRequest, assemble
 from cds.service.assemble import patient_id as normalize_patient_id
 from cds.service.auth import AuthError, Verifier
@@ -116,7 +116,8 @@ def create_app(settings: Settings | None = None, *, config_path: Path | str | No
     if settings is None:
         settings = load_settings(config_path)
     unsigned = settings.allow_unsigned if allow_unsigned is None else allow_unsigned
-    snap = snapshot or build_snapshot(settings.packs, list(settings.rulesets), settings.backend)
+    snap = snapshot or build_snapshot(settings.packs, list(settings.rulesets), settings.backend,
+                                      max_medications=settings.max_medications)
     holder = EngineHolder(snap)
     state_box: dict[str, ServiceState] = {}
 
@@ -319,6 +320,8 @@ async def _hook(state: ServiceState, service_id: str, request: Request,
         cards, issued, engine_ms = await anyio.to_thread.run_sync(work.run)
     except BadRequest as e:
         raise HTTPProblem(400, "bad-request", e.message, e.field) from None
+    except TooManyMedications as e:
+        raise HTTPProblem(413, "too-many-medications", e.message) from None
     except _EngineFault as e:
         raise HTTPProblem(500, "engine-fault", "the rule engine failed on this patient; no "
                                                "checks were made", incident=e.incident) from None
@@ -391,6 +394,8 @@ class _Work:
         try:
             result = self.snap.engine.evaluate(built.patient, as_of=self.today,
                                                draft_orders=built.drafts)
+        except TooManyMedications:
+            raise
         except Exception as e:  # noqa: BLE001 - one patient's fault must not spread
             incident = uuid.uuid4().hex[:12]
             tb = e.__traceback__
@@ -440,7 +445,8 @@ async def reload_engine(state: ServiceState) -> dict[str, Any]:
         try:
             snap = await anyio.to_thread.run_sync(
                 lambda: build_snapshot(settings.packs, list(settings.rulesets), settings.backend,
-                                       old.generation + 1))
+                                       old.generation + 1,
+                                       max_medications=settings.max_medications))
         except PackErrors as e:
             raise HTTPProblem(422, "pack-error", "rule packs failed to load; the service keeps "
                                                  "running the previous ones",

@@ -94,6 +94,8 @@ class Settings(_Strict):
     dispense_days: int = Field(default=180, ge=1, le=3650)
 
     max_body_bytes: int = Field(default=5_000_000, ge=1024)
+    #: medication records one call may carry (prefetch and drafts); more: 413
+    max_medications: int = Field(default=300, ge=1)
     feedback_db: Path = Path("cds-feedback.sqlite3")
     #: Keep the clinician's free-text override comment (it may hold patient details).
     store_user_comments: bool = True

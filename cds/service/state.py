@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cds.engine.evaluator import Engine, load_engine
+from cds.limits import MAX_MEDICATIONS
 from cds.rules.loader import Pack
 
 
@@ -29,8 +30,9 @@ class Snapshot:
 
 
 def build_snapshot(packs: list[str] | None, rulesets: list[Path], backend: str,
-                   generation: int = 1) -> Snapshot:
-    engine = load_engine(packs, roots=rulesets, backend=backend)  # type: ignore[arg-type]
+                   generation: int = 1, max_medications: int = MAX_MEDICATIONS) -> Snapshot:
+    engine = load_engine(packs, roots=rulesets, backend=backend,  # type: ignore[arg-type]
+                         max_medications=max_medications)
     return Snapshot(engine=engine, packs={p.ref: p for p in engine.packs},
                     loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
                     generation=generation)

@@ -101,6 +101,12 @@ class RuleKind:
         table (`sides`: whether mi can be the rule's first side)."""
         return None
 
+    def match_pairs(self, cr: CompiledRule,
+                    items: list[tuple[NormalizedMed, NormalizedMed, set[bool], float]]
+                    ) -> Finding | None:
+        """One finding for every pair the rule matched (each: mi, mj, sides, specificity)."""
+        return None
+
     def explain(self, rule: Any, facts: Facts, index: Index) -> list[Condition]:
         return []
 
