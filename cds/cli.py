@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, NoReturn, ParamSpec, TypeVar
 
 import orjson
 import typer
@@ -21,6 +23,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Medication-safety decision support: check patients against rule packs.")
 pack_app = typer.Typer(no_args_is_help=True, help="Rule authors' tools: list, lint, test packs.")
 app.add_typer(pack_app, name="pack")
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -55,6 +60,19 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _file_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """A file that cannot be read or written (a folder under a regular file, a full disk,
+    no permission) is one line naming it, exit 2: never a traceback."""
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except OSError as e:
+            where = e.filename if e.filename is not None else None
+            fail(f"{where}: {e.strerror or e}" if where else str(e))
+    return run
+
+
 def _as_of(value: str | None) -> date:
     """The evaluation date: the option's, else today (the clock is read here, once per run)."""
     if value is None:
@@ -77,6 +95,7 @@ def _engine(packs: list[str] | None, rulesets: list[Path] | None, backend: str =
 
 
 @app.command()
+@_file_errors
 def check(
     file: Annotated[Path, typer.Argument(help="Patient: FHIR R4 Bundle or native JSON.")],
     format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
@@ -164,6 +183,7 @@ def _print_result(result) -> None:  # type: ignore[no-untyped-def]
 
 
 @app.command()
+@_file_errors
 def explain(
     file: Annotated[Path, typer.Argument(help="Patient: FHIR R4 Bundle or native JSON.")],
     rule: Annotated[str, typer.Option("--rule", help="Rule: 'pack/rule-id' or 'rule-id'.")],
@@ -195,6 +215,7 @@ def explain(
 
 
 @pack_app.command("list")
+@_file_errors
 def pack_list(rulesets: RulesetsOpt = None) -> None:
     """Installed packs and versions."""
     from cds.rules.registry import discover, rulesets_roots
@@ -222,6 +243,7 @@ def _load_pack_or_fail(path: Path):  # type: ignore[no-untyped-def]
 
 
 @pack_app.command("lint")
+@_file_errors
 def pack_lint(path: Annotated[Path, typer.Argument(help="Pack folder.")]) -> None:
     """Validate a pack: schema, drug and class names, expressions; warn on weak spots."""
     from cds.authoring.lint import lint_warnings
@@ -235,6 +257,7 @@ def pack_lint(path: Annotated[Path, typer.Argument(help="Pack folder.")]) -> Non
 
 
 @pack_app.command("test")
+@_file_errors
 def pack_test(path: Annotated[Path, typer.Argument(help="Pack folder.")]) -> None:
     """Run a pack's cases: expected versus got, and rules no case exercises."""
     from cds.authoring.casetest import test_pack
@@ -266,6 +289,7 @@ def pack_test(path: Annotated[Path, typer.Argument(help="Pack folder.")]) -> Non
 
 
 @pack_app.command("diff")
+@_file_errors
 def pack_diff(
     old: Annotated[Path, typer.Argument(help="Old pack folder.")],
     new: Annotated[Path, typer.Argument(help="New pack folder.")],
@@ -307,6 +331,7 @@ def pack_diff(
 
 
 @app.command()
+@_file_errors
 def serve(
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 8080,
@@ -324,6 +349,7 @@ def serve(
 
 
 @app.command()
+@_file_errors
 def panel(
     input: Annotated[Path, typer.Argument(help="Bulk Data export folder (NDJSON) or CSV folder.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")],
@@ -354,6 +380,7 @@ def panel(
 
 
 @app.command()
+@_file_errors
 def synth(
     patients: Annotated[int, typer.Option("--patients", help="Number of patients.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")],

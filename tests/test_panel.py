@@ -372,6 +372,14 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-c", "from cds.cli import app; app()", *args]
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def test_resume_after_kill_9_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     src = write_panel(1500, tmp_path / "src", seed=11)
     ref = tmp_path / "ref"
@@ -392,13 +400,26 @@ def test_resume_after_kill_9_loses_and_duplicates_nothing(tmp_path: Path) -> Non
             time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)  # the main process only, mid-run
         proc.wait()
+        # its workers notice their run is gone and exit within seconds: no orphans
+        deadline = time.monotonic() + 15
+        while _group_alive(proc.pid):
+            assert time.monotonic() < deadline, "workers outlived the killed run"
+            time.sleep(0.1)
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # then the workers it left behind
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left, so the test cleans up
     done = len([d for d in shards.glob("s*") if d.is_dir()])
     assert 5 <= done < 60 and not (out / "run.json").exists()
+    # temporaries a kill can leave behind (a shard half written, a stats or run.json rewrite)
+    stray = [shards / ".s00059.4242.deadbeef", out / ".run.json.tmp",
+             next(d for d in shards.glob("s*") if d.is_dir()) / "stats.json.tmp"]
+    stray[0].mkdir()
+    (stray[0] / "alerts.parquet").write_bytes(b"half")
+    for f in stray[1:]:
+        f.write_bytes(b"{")
     res = subprocess.run(_cli(*args, "--resume"), capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
+    assert not any(p.exists() for p in stray)
     worklist = _csv(out / "worklist.csv")
     assert len(worklist) == 1500 == len({w["patient_id"] for w in worklist})
     assert _alert_rows(out) == _alert_rows(ref)

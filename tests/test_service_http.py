@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from cds.service.app import create_app
 from cds.service.cards import check_card
-from cds.service.config import load_settings
+from cds.service.config import Settings, load_settings
 
 pytestmark = pytest.mark.slow
 
@@ -44,11 +44,12 @@ RX = "http://www.nlm.nih.gov/research/umls/rxnorm"
 # -- servers ------------------------------------------------------------------------
 
 @contextmanager
-def serve(make_app: Any) -> Iterator[str]:
-    """Run an ASGI app (built by make_app(base_url)) under uvicorn on a free loopback port."""
+def serve(make_app: Any, port: int = 0) -> Iterator[str]:
+    """Run an ASGI app (built by make_app(base_url)) under uvicorn on a loopback port (a free
+    one unless given: a restart serves on the port it served on)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     base = f"http://127.0.0.1:{sock.getsockname()[1]}"
     app = make_app(base)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
@@ -618,7 +619,11 @@ def test_feedback_is_stored(client: httpx.Client, keys: dict[str, Any],
     path = "/cds-services/order-sign/feedback"
     before = state.feedback.count("feedback")
     r = client.post(path, json=fb, headers=auth(keys, base, path))
-    assert r.status_code == 200 and r.json() == {"stored": 3}
+    assert r.status_code == 200 and r.json() == {"stored": 3, "already_stored": 0}
+    assert state.feedback.count("feedback") == before + 3
+    # an EHR retrying the call (a lost answer) posts the same outcomes: stored once
+    r = client.post(path, json=fb, headers=auth(keys, base, path))
+    assert r.status_code == 200 and r.json() == {"stored": 0, "already_stored": 3}
     assert state.feedback.count("feedback") == before + 3
     r = client.get("/admin/feedback/report", headers={"Authorization": f"Bearer {ADMIN}"})
     assert r.status_code == 200
@@ -644,6 +649,54 @@ def test_bad_feedback_is_400(client: httpx.Client, keys: dict[str, Any], service
     path = "/cds-services/order-sign/feedback"
     r = client.post(path, json=body, headers=auth(keys, service[0], path))
     assert r.status_code == 400 and r.json()["field"] == field
+
+
+def test_feedback_timestamp_off_the_calendar_is_400(client: httpx.Client, keys: dict[str, Any],
+                                                    service: tuple[str, Any]) -> None:
+    path = "/cds-services/order-sign/feedback"
+    for ts in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-05:00"):
+        body = {"feedback": [{"card": "c", "outcome": "overridden", "outcomeTimestamp": ts,
+                              "overrideReason": {"userComment": "x"}}]}
+        r = client.post(path, json=body, headers=auth(keys, service[0], path))
+        assert r.status_code == 400, r.text
+        assert r.json()["field"] == "feedback[0].outcomeTimestamp"
+
+
+def test_a_store_failure_is_a_json_500_with_an_incident(tmp_path: Path) -> None:
+    """A fault below the service (its database gone) is the service's JSON error with an
+    incident id, never Starlette's plain-text 500."""
+    settings = Settings(feedback_db=tmp_path / "f.sqlite3")
+    app = create_app(settings, allow_unsigned=True)
+    with serve(lambda base: app) as base, httpx.Client(base_url=base, timeout=10) as c:
+        app.app.state.cds.feedback._db.close()  # the store's connection fails from now on
+        body = {"feedback": [{"card": "c", "outcome": "overridden", "overrideReason":
+                              {"userComment": "x"}, "outcomeTimestamp": "2026-01-01T00:00:00Z"}]}
+        r = c.post("/cds-services/order-sign/feedback", json=body)
+        assert r.status_code == 500
+        assert r.headers["content-type"] == "application/json"
+        assert r.json()["error"] == "internal-error" and len(r.json()["incident"]) == 12
+
+
+def test_a_jti_stays_used_across_a_restart(config: Path, keys: dict[str, Any]) -> None:
+    """Replay protection is kept in the service's store for the token's lifetime: a token
+    used before a restart is refused after it (same port, same store)."""
+    body = hook_request("patient-view")
+    port = 0
+    used: str | None = None
+    for _restart in range(2):
+        def make(base: str) -> Any:
+            return create_app(load_settings(config), config_path=config,
+                              port=int(base.rsplit(":", 1)[1]))
+
+        with serve(make, port) as base, httpx.Client(base_url=base, timeout=10) as c:
+            port = int(base.rsplit(":", 1)[1])
+            used = used or token(keys, base + "/cds-services/patient-view")
+            r = c.post("/cds-services/patient-view", json=body,
+                       headers={"Authorization": f"Bearer {used}"})
+            if _restart == 0:
+                assert r.status_code == 200, r.text
+            else:
+                assert r.status_code == 401 and "replay" in r.json()["message"], r.text
 
 
 # -- robustness ---------------------------------------------------------------------

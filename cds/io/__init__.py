@@ -3,6 +3,7 @@
 Every failure is an `InputError` naming the file and field; see docs/native-format.md.
 """
 
+from cds.io._fhir import add_medication
 from cds.io.builder import Built, LeftOut, Record, build_patient, patient_from_fhir
 from cds.io.fhir import (
     fhir_condition,
@@ -17,6 +18,7 @@ __all__ = [
     "Built",
     "LeftOut",
     "Record",
+    "add_medication",
     "build_patient",
     "fhir_condition",
     "fhir_medication_order",

@@ -165,3 +165,16 @@ def quantity_unit(quantity: Element) -> str | None:
 
 def as_dict(value: Any) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
+
+
+def add_medication(index: dict[str, dict[str, Any]], key: str, resource: dict[str, Any]) -> None:
+    """Index a Medication under `key`. Two different Medications under one key are a
+    conflict, never "last wins": an order that refers to it cannot be read (it is left out
+    and said), since which drug was meant cannot be told."""
+    first = index.setdefault(key, resource)
+    if first is not resource and first != resource and not first.get(CONFLICT):
+        index[key] = {"resourceType": "Medication", CONFLICT: key}
+
+
+#: Marks a Medication reference given twice with different content (see add_medication).
+CONFLICT = "_cds_conflict"

@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from cds.errors import InputError
-from cds.io._fhir import as_dict, label, normalize_reference, patient_id_of
+from cds.io._fhir import add_medication, as_dict, label, normalize_reference, patient_id_of
 from cds.io._shape import validation_error
 from cds.io.fhir import (
     EVENT_TYPES,
@@ -92,9 +92,12 @@ def build_patient(records: Sequence[Record], *, patient_id: str | None = None,
     meds: dict[str, dict[str, Any]] = dict(medications or {})
     others: dict[str, dict[str, Any]] = {}
     for r in records:
-        index = meds if r.resource.get("resourceType") == "Medication" else others
-        for key in _keys(r):
-            index.setdefault(key, r.resource)
+        if r.resource.get("resourceType") == "Medication":
+            for key in _keys(r):
+                add_medication(meds, key, r.resource)
+        else:
+            for key in _keys(r):
+                others.setdefault(key, r.resource)
     out = _Builder(strict)
     pid, identities, demographics = out.demographics(records, patient_id)
     observations: list[Observation] = []

@@ -14,6 +14,7 @@ from typing import Any
 
 from cds.errors import InputError
 from cds.io._fhir import (
+    CONFLICT,
     Element,
     as_dict,
     check_type,
@@ -149,6 +150,9 @@ def _resolve_medication(use: Element, where: str, ref: Element,
         candidates.append("Medication/" + target.rsplit("/Medication/", 1)[1])
     for key in candidates:
         med = as_dict(medications.get(key))
+        if med is not None and med.get(CONFLICT):
+            raise InputError(f"{key} is given twice with different content: which drug was "
+                             "meant cannot be told", field=f"{where}.medicationReference.reference")
         if med is not None:
             at = label(med)
             return checked(MEDICATION, med, at), at

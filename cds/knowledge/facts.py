@@ -16,6 +16,7 @@ from cds.knowledge.exposure import Exposure
 from cds.knowledge.hepatic import ChildPugh, child_pugh_bound
 from cds.knowledge.mme import MmeResult, assess, total
 from cds.knowledge.normalize import NormalizedMed, normalize
+from cds.knowledge.plausible import screen
 from cds.knowledge.quality import DataIssue, record_issues
 from cds.knowledge.renal import CrCl, ckd_epi_2021, cockcroft_gault
 from cds.knowledge.store import Knowledge
@@ -39,6 +40,9 @@ class RenalFunction:
     egfr_comparator: str | None
     creatinine: LabValue | None
     measured_on: date | None
+    #: kidney labs whose latest value is not possible, in words ("creatinine 0 mg/dL"):
+    #: not used (cds/knowledge/plausible.py), so rules needing them say they were not checked
+    rejected: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,7 @@ class Facts:
 
 
 def _renal(patient: Patient, latest: dict[str, Observation], age: int | None,
-           female: bool) -> RenalFunction:
+           female: bool, rejected: dict[str, str]) -> RenalFunction:
     scr = latest.get("creatinine")
     weight = latest.get("weight")
     height = latest.get("height")
@@ -110,7 +114,11 @@ def _renal(patient: Patient, latest: dict[str, Observation], age: int | None,
         egfr, basis, comparator = measured.value, "measured", measured.comparator
     dates = [d for d in (scr.date if scr else None, measured.date if measured else None) if d]
     return RenalFunction(crcl, egfr, basis, comparator, LabValue(scr.value, scr.date) if scr else None,
-                         max(dates) if dates else None)
+                         max(dates) if dates else None,
+                         tuple(v for k, v in rejected.items() if k in _KIDNEY_LABS))
+
+
+_KIDNEY_LABS = ("creatinine", "egfr", "weight", "height")
 
 
 def _hepatic(kb: Knowledge, patient: Patient, latest: dict[str, Observation]
@@ -134,14 +142,16 @@ def build_facts(kb: Knowledge, patient: Patient, as_of: date,
     """Everything the rules read about one patient on the evaluation date `as_of` (decided by
     the caller: a renderer reads the clock once per request or run)."""
     day = as_of
-    age = patient.age_on(day)
+    # Values no patient can have are taken out first, each said as a data-quality finding.
+    screened = screen(kb.plausibility, patient, (*patient.medications, *extra_orders), day)
+    age = screened.age
     female = patient.sex == "female"
     current: list[NormalizedMed] = []
     history: list[NormalizedMed] = []
     unrecognized: list[NormalizedMed] = []
     reasons: dict[str, tuple[tuple[str | None, str | None], ...]] = {}
     orders: dict[str, MedicationOrder] = {}  # those with a dose problem, to name its field
-    for order in (*patient.medications, *extra_orders):
+    for order in screened.orders:
         med = normalize(kb, order)
         if med.daily_reason:
             orders[order.id] = order
@@ -168,7 +178,7 @@ def build_facts(kb: Knowledge, patient: Patient, as_of: date,
     acb_items = [(", ".join(sorted(set(labels))), ing, scores[ing])
                  for ing, labels in sorted(by_ing.items())]
     cns = tuple(i for i, cls in enumerate(med_classes) if CNS_ACTIVE_CLASS in cls)
-    latest = patient.latest_by_kind()
+    latest = screened.latest
     hepatic, hepatic_missing = _hepatic(kb, patient, latest)
     weight = latest.get("weight")
     height = latest.get("height")
@@ -187,14 +197,15 @@ def build_facts(kb: Knowledge, patient: Patient, as_of: date,
         patient_id=patient.id, as_of=day, age=age, sex=patient.sex,
         weight_kg=weight.value if weight else None, height_cm=height.value if height else None,
         meds=tuple(current), history=tuple(history), unrecognized=tuple(unrecognized),
-        renal=_renal(patient, latest, age, female), hepatic=hepatic, hepatic_missing=hepatic_missing,
+        renal=_renal(patient, latest, age, female, screened.rejected), hepatic=hepatic,
+        hepatic_missing=hepatic_missing,
         mme=mme,
         acb_total=sum(s for _, _, s in acb_items), acb_items=tuple(acb_items), cns_active=cns,
-        conditions=tuple((c.code, c.text) for c in patient.conditions if c.status == "active"),
+        conditions=tuple((c.code, c.text) for c in screened.conditions if c.status == "active"),
         med_classes=med_classes, present=frozenset().union(*med_classes),
         opioids=opioid_idx, opioid_meds=opioid_meds, indications=reasons, exposure=exposure,
-        issues=record_issues(current, unrecognized, mme, orders),
-        condition_records=tuple(patient.conditions), events=tuple(patient.events),
+        issues=(*screened.issues, *record_issues(current, unrecognized, mme, orders)),
+        condition_records=tuple(screened.conditions), events=tuple(patient.events),
         unavailable=frozenset(patient.unavailable),
     )
 

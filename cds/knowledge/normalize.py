@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, replace
-from datetime import date, timedelta
+from datetime import date
 from functools import lru_cache
 from typing import Any
 
 from cds.knowledge.names import form_route, free_text_strength, parse_rxnorm_name
+from cds.knowledge.plausible import add_days
 from cds.knowledge.sig import doses_per_day, max_per_day
 from cds.knowledge.store import Knowledge
 from cds.patient import MedicationOrder
@@ -301,7 +302,7 @@ def _window(order: MedicationOrder) -> tuple[date | None, date | None]:
     start = (t.bounds_start if t else None) or order.authored or order.dispensed
     end = t.bounds_end if t else None
     if end is None and t is not None and t.bounds_days and start is not None:
-        end = start + timedelta(days=t.bounds_days)
+        end = add_days(start, t.bounds_days)  # a course of 1e12 days: open-ended, no overflow
     return start, end
 
 

@@ -2,21 +2,24 @@
 
 A safety check that quietly skips a medication is worse than one that says it could not check
 it. Every current medication that is not recognized, an opioid left out of the MME total, a
-dose unit that is not one `cds` can use, and an order whose text names another drug than its
-code are listed here, each with the medication, the field where known, and the reason. The
-engine reports them as `data-quality` alerts (the built-in `data-quality` pack).
+dose unit that is not one `cds` can use, an order whose text names another drug than its code,
+and a value no patient can have (cds/knowledge/plausible.py) are listed here, each with the
+medication or value, the field where known, and the reason. The engine reports them as
+`data-quality` alerts (the built-in `data-quality` pack).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cds.knowledge.mme import MmeResult
-from cds.knowledge.normalize import NormalizedMed
-from cds.patient import MedicationOrder
+if TYPE_CHECKING:  # the knowledge store imports this module (via plausible.py)
+    from cds.knowledge.mme import MmeResult
+    from cds.knowledge.normalize import NormalizedMed
+    from cds.patient import MedicationOrder
 
 #: The kinds of finding, as the `check:` of data-quality rules names them.
-CHECKS = ("unrecognized", "not-counted", "dose-unit", "code-text-mismatch")
+CHECKS = ("unrecognized", "not-counted", "dose-unit", "code-text-mismatch", "implausible")
 
 
 @dataclass(frozen=True, slots=True)

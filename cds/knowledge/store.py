@@ -14,6 +14,7 @@ import yaml
 
 from cds.knowledge.classes import ClassGraph
 from cds.knowledge.names import form_route
+from cds.knowledge.plausible import Plausibility, load_plausibility
 from cds.knowledge.valuesets import ValueSet, load_value_sets
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -84,6 +85,8 @@ class Knowledge:
     mme_excluded: dict[str, tuple[str, str]]  # ingredient -> (reason, source)
     mme_factor_set: str
     anticholinergic: AnticholinergicScale
+    #: What a record's values can possibly be (data/plausibility.yaml)
+    plausibility: Plausibility
     #: Ingredients counted as opioids: members of the opioid class, or with an MME factor.
     opioids: frozenset[str] = frozenset()
     #: Child-Pugh part (ascites, encephalopathy) -> condition codes that record it
@@ -209,6 +212,7 @@ def load_knowledge(data_dir: Path = DATA_DIR) -> Knowledge:
         by_rxcui=by_rxcui, names=names, products=products, classes=graph,
         mme_factors={k: tuple(v) for k, v in factors.items()}, mme_excluded=excluded,
         mme_factor_set=mme_doc["factor_set"], anticholinergic=acb,
+        plausibility=load_plausibility(data_dir / "plausibility.yaml"),
         opioids=graph.members("opioid") | frozenset(factors) | frozenset(excluded),
         child_pugh_codes=child_pugh_codes,
         value_sets=load_value_sets(data_dir / "valuesets"),

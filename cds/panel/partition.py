@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import os
 import re
 import zlib
@@ -24,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from cds.errors import InputError
 from cds.io._fhir import patient_id_of
 from cds.panel.csvlayout import CSV_FILES, csv_record
 
@@ -64,6 +64,8 @@ class UnitResult:
     quarantined: int = 0
     medications: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
+    #: Where the unit's file was cut short or damaged (the rest of it was not read)
+    damaged: str | None = None
 
 
 def discover(input_dir: Path) -> tuple[str, list[InputFile], list[str]]:
@@ -87,6 +89,8 @@ def discover(input_dir: Path) -> tuple[str, list[InputFile], list[str]]:
         base = n.removesuffix(".gz").removesuffix(".ndjson")
         rtype = base.split(".")[0].split("-")[0]  # Patient.000.ndjson, Patient-1.ndjson
         if layout == "fhir" and (n.endswith(".ndjson") or gz) and rtype in FHIR_TYPES:
+            if gz:
+                _check_gzip(path)
             files.append(InputFile(str(path.resolve()), n, rtype, size, gz))
         elif not n.startswith("."):
             ignored.append(n)
@@ -95,6 +99,16 @@ def discover(input_dir: Path) -> tuple[str, list[InputFile], list[str]]:
             f"{input_dir}: no input files (expected Patient.ndjson, MedicationRequest.ndjson, ... "
             f"or {', '.join(CSV_FILES)})")
     return layout, files, ignored
+
+
+def _check_gzip(path: Path) -> None:
+    """A file named .gz must start as gzip data does: else the run stops before it begins,
+    naming the file (not a traceback halfway through)."""
+    with path.open("rb") as fh:
+        head = fh.read(2)
+    if head != b"\x1f\x8b":
+        raise InputError("named .gz but not gzip data (an empty file, or NDJSON not "
+                         "compressed): compress it, or rename it without .gz", file=path.name)
 
 
 def plan_units(files: list[InputFile], range_bytes: int = RANGE_BYTES) -> list[Unit]:
@@ -133,9 +147,16 @@ def shard_of(patient_id: str, shards: int) -> int:
 
 def _lines(unit: Unit) -> Iterator[bytes]:
     f = unit.file
-    if f.gz:
+    if f.gz:  # not io.BufferedReader: a cut-short file would lose the lines it buffered
         with gzip.open(f.path, "rb") as gzf:
-            yield from io.BufferedReader(gzf, 1 << 20)  # type: ignore[arg-type]
+            rest = b""
+            while chunk := gzf.read1(1 << 20):
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop()
+                for line in lines:
+                    yield line + b"\n"
+            if rest:
+                yield rest
         return
     with open(f.path, "rb", buffering=1 << 20) as fh:
         if unit.end < 0:
@@ -218,7 +239,12 @@ def partition_unit(unit: Unit, folder: str, shards: int) -> UnitResult:
         rows = _csv_rows(unit)
     else:
         rows = ((i, line, None) for i, line in enumerate(_lines(unit), 1))
-    for line_no, raw, parsed in rows:
+    def cut(e: BaseException) -> None:
+        res.damaged = (f"the file ends early or is damaged after line {res.lines}: the rest "
+                       f"of it could not be read ({type(e).__name__}: {e})")
+        bad(res.lines + 1, res.damaged, None)
+
+    for line_no, raw, parsed in _until_damaged(rows, cut):
         res.lines = line_no
         raw = raw.strip()
         if not raw:
@@ -269,6 +295,16 @@ def partition_unit(unit: Unit, folder: str, shards: int) -> UnitResult:
     if meds:
         (out / f"medications.u{unit.index:05d}").write_bytes(b"".join(meds))
     return res
+
+
+def _until_damaged(rows: Iterator[tuple[int, bytes, Any]], cut: Any
+                   ) -> Iterator[tuple[int, bytes, Any]]:
+    """The rows of a unit up to where its file is cut short or damaged (a truncated
+    .ndjson.gz): the records before are kept, and `cut` says where the rest was lost."""
+    try:
+        yield from rows
+    except (EOFError, OSError, zlib.error, UnicodeDecodeError) as e:
+        cut(e)
 
 
 def _csv_rows(unit: Unit) -> Iterator[tuple[int, bytes, Any]]:

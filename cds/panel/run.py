@@ -65,7 +65,7 @@ class _LocalExecutor:
         ctx.set_forkserver_preload(["cds.panel.shard"])
         self.workers = workers
         self.pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
-                                        initargs=(engine_spec(engine),))
+                                        initargs=(engine_spec(engine), os.getpid()))
 
     def run(self, fn: Callable[..., Any], items: Iterable[Any], **kwargs: Any) -> Iterator[Any]:
         """Results in completion order, keeping at most 2 tasks per worker queued."""
@@ -165,6 +165,7 @@ def run_panel(input: Path | str, out_dir: Path | str, *, resume: bool = False,
                   "top_n": top_n, "started": time.time()}
         work.mkdir(parents=True)
         (work / "params.json").write_bytes(orjson.dumps(params))
+    (out / ".run.json.tmp").unlink(missing_ok=True)  # of a run killed while finishing
     run_as_of = date.fromisoformat(params["as_of"])
     try:
         layout, files, ignored = discover(input_dir)
@@ -202,6 +203,10 @@ def run_panel(input: Path | str, out_dir: Path | str, *, resume: bool = False,
     tmp.write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
     os.replace(tmp, out / "run.json")
     shutil.rmtree(work, ignore_errors=True)
+    loud = Console(stderr=True, highlight=False)  # said even with --quiet
+    for name, why in info["damaged_files"].items():
+        loud.print(f"[bold yellow]warning:[/] {name}: {why}; the patients whose records were "
+                   "in the lost part were reviewed without them", soft_wrap=True)
     c = info["counts"]
     console.print(
         f"[bold green]done[/] {c['patients']} patients, {c['alerts']} alerts, "
@@ -237,6 +242,8 @@ def _partition(ex: _LocalExecutor | _DaskExecutor, work: Path, files: list[Any],
         "medication_resources": sum(r.medications for r in results.values()),
         "by_type": _sum_dicts(r.by_type for r in results.values()),
         "partition_quarantined": sum(r.quarantined for r in results.values()),
+        "damaged_files": {units[i].file.name: r.damaged for i, r in sorted(results.items())
+                          if r.damaged},
     }
     (tmp / "_manifest.json").write_bytes(orjson.dumps(manifest))
     os.rename(tmp, parts)
@@ -263,6 +270,8 @@ def _review(ex: _LocalExecutor | _DaskExecutor, work: Path, manifest: dict[str, 
     (work / "shards").mkdir(exist_ok=True)
     for old in (work / "shards").glob(".s*"):  # temporaries of an interrupted run
         shutil.rmtree(old, ignore_errors=True)
+    for stray in (work / "shards").glob("s*/stats.json.tmp"):
+        stray.unlink(missing_ok=True)
     jobs = _jobs(work, manifest, as_of, top_n)
     done = 0
     for d in merging.shard_dirs(work, manifest["shards"]):
@@ -314,7 +323,8 @@ def _merge(work: Path, out: Path, manifest: dict[str, Any], eng: Engine, params:
     info: dict[str, Any] = {
         "cds_version": _version(),
         "input": params["input"], "layout": layout, "files": manifest["files"],
-        "ignored_files": ignored, "as_of": as_of.isoformat(),
+        "ignored_files": ignored, "damaged_files": manifest.get("damaged_files", {}),
+        "as_of": as_of.isoformat(),
         "packs": [{"id": p.meta.id, "version": p.meta.version, "ref": p.ref, "digest": p.digest}
                   for p in eng.packs],
         "knowledge": eng.kb.version,

@@ -11,6 +11,7 @@ import heapq
 import os
 import pickle
 import shutil
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import pyarrow.parquet as pq
 from cds.engine.evaluator import Engine
 from cds.engine.result import Result, mme_to_dict
 from cds.errors import CdsError, InputError
-from cds.io import Record, build_patient
+from cds.io import Record, add_medication, build_patient
 from cds.panel.columns import ALERT_COLUMNS, ALERT_SCHEMA, MME_BIN, MME_BINS, sort_key
 from cds.patient import Patient
 from cds.vocabulary import DATA_QUALITY, FAMILIES
@@ -51,9 +52,36 @@ def worker_engine(spec: tuple[str, Any]) -> Engine:
     return _ENGINE
 
 
-def init_worker(spec: tuple[str, Any]) -> None:
-    """Process-pool initializer: build the engine once per worker."""
+def init_worker(spec: tuple[str, Any], run_pid: int | None = None) -> None:
+    """Process-pool initializer: build the engine once per worker, and exit when the run's
+    process is gone (killed with -9, it cannot stop its pool: the workers notice)."""
     worker_engine(spec)
+    if run_pid is not None:
+        threading.Thread(target=_exit_with, args=(run_pid, os.getppid()), daemon=True,
+                         name="cds-orphan-watch").start()
+
+
+#: How often a worker checks that the run's process is still there (seconds).
+ORPHAN_POLL = 1.0
+
+
+def _exit_with(run_pid: int, parent: int) -> None:
+    """Exit (without cleanup: a shard half written is a temporary folder the resumed run
+    removes) as soon as the run's process, or the worker's own parent, is gone."""
+    while True:
+        time.sleep(ORPHAN_POLL)
+        if os.getppid() != parent or not _alive(run_pid):
+            os._exit(3)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a process of another user took the number: ours is gone
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -79,7 +107,7 @@ def _medications(parts: Path) -> dict[str, dict[str, Any]]:
                     continue
                 res = orjson.loads(line)
                 if isinstance(res.get("id"), str):
-                    meds[f"Medication/{res['id']}"] = res
+                    add_medication(meds, f"Medication/{res['id']}", res)
         _MEDS.clear()
         _MEDS[key] = meds
     return _MEDS[key]

@@ -412,7 +412,7 @@ class DataQualityRule(RuleBase):
     listing every medication it concerns with the reason."""
 
     type: Literal["data-quality"]
-    check: Literal["unrecognized", "not-counted", "dose-unit", "code-text-mismatch"]
+    check: Literal["unrecognized", "not-counted", "dose-unit", "code-text-mismatch", "implausible"]
 
     @property
     def family(self) -> Family:

@@ -49,7 +49,7 @@ from cds.service.cards import (
 from cds.service.config import ConfigError, Settings, load_settings
 from cds.service.discovery import SERVICES, Service, discovery
 from cds.service.feedback import FeedbackError, FeedbackStore, IssuedCard, parse_feedback
-from cds.service.middleware import Guard
+from cds.service.middleware import Guard, incident_of, internal_error
 from cds.service.prefetch import (
     KEY_KINDS,
     KEY_LABELS,
@@ -124,9 +124,10 @@ def create_app(settings: Settings | None = None, *, config_path: Path | str | No
     def client_factory() -> httpx.AsyncClient:
         return state_box["state"].http()
 
+    store = FeedbackStore(settings.feedback_db)
     state = ServiceState(
-        settings=settings, holder=holder, verifier=Verifier(settings, client_factory),
-        feedback=FeedbackStore(settings.feedback_db), base_url=settings.service_base(host, port),
+        settings=settings, holder=holder, verifier=Verifier(settings, client_factory, store),
+        feedback=store, base_url=settings.service_base(host, port),
         allow_unsigned=unsigned, config_path=Path(config_path) if config_path else None)
     state_box["state"] = state
 
@@ -142,6 +143,12 @@ def create_app(settings: Settings | None = None, *, config_path: Path | str | No
     app = FastAPI(title="cds CDS Hooks service", docs_url=None, redoc_url=None,
                   openapi_url=None, lifespan=lifespan)
     app.state.cds = state
+
+    @app.exception_handler(Exception)
+    async def unhandled(request: Request, e: Exception) -> Response:
+        """Starlette answers an unhandled error with a plain-text 500 before the guard sees
+        it: this makes every 500 the service's JSON, with the incident id the log holds."""
+        return _json(internal_error(incident_of(e, request.method, request.url.path)), 500)
 
     async def authenticate(request: Request, path: str) -> dict[str, Any] | None:
         header = request.headers.get("authorization")
@@ -194,7 +201,7 @@ def create_app(settings: Settings | None = None, *, config_path: Path | str | No
         except HTTPProblem as p:
             return p.response()
         log.info("feedback %s -> 200 outcomes=%d", service_id, n)
-        return _json({"stored": n})
+        return _json({"stored": n, "already_stored": len(outcomes) - n})
 
     def admin(request: Request) -> None:
         secret = settings.admin_secret()

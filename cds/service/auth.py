@@ -16,7 +16,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import jwt
@@ -34,14 +34,21 @@ class AuthError(CdsError):
         self.message = message
 
 
-class ReplayCache:
-    """jti values seen, each kept until its token expires; thread-safe, bounded."""
+class TokenStore(Protocol):
+    def remember_token(self, key: str, expires: float, now: float) -> bool: ...
 
-    def __init__(self, max_entries: int = 200_000) -> None:
+
+class ReplayCache:
+    """jti values seen, each kept until its token expires; thread-safe, bounded. With a
+    `store` (the service's database) a jti is also kept on disk for the token's lifetime, so
+    a restart does not reopen the replay window."""
+
+    def __init__(self, max_entries: int = 200_000, store: TokenStore | None = None) -> None:
         self._seen: dict[str, float] = {}
         self._lock = threading.Lock()
         self._next_purge = 0.0
         self.max_entries = max_entries
+        self.store = store
 
     def add(self, key: str, expires: float, now: float | None = None) -> bool:
         """Record a jti; False if it was already seen (a replay)."""
@@ -55,6 +62,8 @@ class ReplayCache:
             old = self._seen.get(key)
             if old is not None and old > now:
                 return False
+            if self.store is not None and not self.store.remember_token(key, expires, now):
+                return False  # seen before a restart (or by another worker of the service)
             self._seen[key] = expires
             return True
 
@@ -128,7 +137,8 @@ def _pick(keys: dict[str | None, dict[str, Any]], kid: str | None) -> dict[str, 
 
 
 class Verifier:
-    def __init__(self, settings: Settings, client_factory: Any) -> None:
+    def __init__(self, settings: Settings, client_factory: Any,
+                 tokens: TokenStore | None = None) -> None:
         self.settings = settings
         self.algorithms = [a for a in settings.algorithms if a in ASYMMETRIC_ALGORITHMS]
         self.issuers: dict[str, Issuer] = {i.iss: i for i in settings.issuers}
@@ -141,7 +151,7 @@ class Verifier:
                     json.loads(issuer.jwks_file.read_text(encoding="utf-8")))
         self.jwks = JwksCache(client_factory, ttl=settings.jwks_cache_seconds,
                               timeout=settings.jwks_timeout)
-        self.replays = ReplayCache()
+        self.replays = ReplayCache(store=tokens)
 
     async def verify(self, authorization: str | None, audiences: list[str]) -> dict[str, Any]:
         if not authorization:

@@ -1,10 +1,12 @@
-"""Feedback and issued cards, stored durably in SQLite for alert-burden reports.
+"""The service's store: feedback and issued cards for alert-burden reports, and the JWT ids
+seen (replay protection that survives a restart). SQLite, durable.
 
-Two tables, no patient data in either: `cards` (each card issued: its rule, pack, severity,
-service, hook instance, suggestion uuids -> kinds) and `feedback` (each outcome the EHR
-reports: accepted suggestions or override reason). Issued cards are written by a background
-thread so the hook's answer never waits on the disk; feedback is committed before the
-feedback call is answered. One connection, one lock: safe from any thread.
+Three tables, no patient data in any: `cards` (each card issued: its rule, pack, severity,
+service, hook instance, suggestion uuids -> kinds), `feedback` (each outcome the EHR reports:
+accepted suggestions or override reason; the same outcome posted twice is stored once) and
+`tokens` (issuer|jti -> expiry, kept until the token expires). Issued cards are written by a
+background thread so the hook's answer never waits on the disk; feedback and token ids are
+committed before the call is answered. One connection, one lock: safe from any thread.
 """
 
 from __future__ import annotations
@@ -55,6 +57,21 @@ CREATE TABLE IF NOT EXISTS feedback (
 );
 CREATE INDEX IF NOT EXISTS feedback_card ON feedback (card);
 CREATE INDEX IF NOT EXISTS cards_rule ON cards (rule);
+CREATE TABLE IF NOT EXISTS tokens (
+    key TEXT PRIMARY KEY,
+    expires REAL NOT NULL
+);
+"""
+
+#: Feedback stores of cds < 0.2 have no `outcome_key`: add it, key the rows, drop the
+#: repeats (the same outcome posted twice), then make it unique.
+_MIGRATE_OUTCOME_KEY = """
+ALTER TABLE feedback ADD COLUMN outcome_key TEXT;
+UPDATE feedback SET outcome_key = service || char(31) || card || char(31) || outcome
+    || char(31) || outcome_timestamp || char(31) || accepted_suggestions || char(31)
+    || coalesce(reason_system, '') || char(31) || coalesce(reason_code, '')
+    || char(31) || coalesce(user_comment, '');
+DELETE FROM feedback WHERE id NOT IN (SELECT min(id) FROM feedback GROUP BY outcome_key);
 """
 
 
@@ -111,7 +128,12 @@ def _timestamp(v: str, where: str) -> str:
         raise FeedbackError("is not an ISO 8601 timestamp", where) from None
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
-    return ts.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    try:
+        utc = ts.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before the calendar's first day
+        raise FeedbackError("is outside the range of dates (years 1 to 9999, in UTC)",
+                            where) from None
+    return utc.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def parse_feedback(body: Any, *, keep_comments: bool = True) -> list[Outcome]:
@@ -177,11 +199,17 @@ class FeedbackStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(feedback)")}
+            if "outcome_key" not in columns:
+                self._db.executescript("BEGIN;" + _MIGRATE_OUTCOME_KEY + "COMMIT;")
+            self._db.execute("CREATE UNIQUE INDEX IF NOT EXISTS feedback_outcome "
+                             "ON feedback (outcome_key)")
         self._queue: queue.SimpleQueue[list[IssuedCard] | threading.Event | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="cds-cards-writer",
                                         daemon=True)
         self._writer.start()
         self._closed = False
+        self._next_token_purge = 0.0
 
     # -- issued cards (background) -------------------------------------------------
     def issued(self, cards: list[IssuedCard]) -> None:
@@ -237,18 +265,40 @@ class FeedbackStore:
 
     # -- feedback (synchronous, durable) ------------------------------------------
     def record(self, service: str, outcomes: list[Outcome], client: str | None = None) -> int:
+        """Store the outcomes; returns how many were new (an EHR that retries a feedback call
+        posts the same outcomes again: they are stored once)."""
         now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-        rows = [(service, o.card, o.outcome, json.dumps(list(o.accepted)), o.reason_system,
-                 o.reason_code, o.reason_display, o.user_comment, o.timestamp, now, client)
-                for o in outcomes]
+        rows = []
+        for o in outcomes:
+            accepted = json.dumps(list(o.accepted))
+            key = "\x1f".join((service, o.card, o.outcome, o.timestamp, accepted,
+                               o.reason_system or "", o.reason_code or "", o.user_comment or ""))
+            rows.append((service, o.card, o.outcome, accepted, o.reason_system, o.reason_code,
+                         o.reason_display, o.user_comment, o.timestamp, now, client, key))
         with self._lock:
+            before = self._db.total_changes
             self._db.execute("BEGIN")
             self._db.executemany(
-                "INSERT INTO feedback (service, card, outcome, accepted_suggestions, "
+                "INSERT OR IGNORE INTO feedback (service, card, outcome, accepted_suggestions, "
                 "reason_system, reason_code, reason_display, user_comment, outcome_timestamp, "
-                "received_at, client) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+                "received_at, client, outcome_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
             self._db.execute("COMMIT")
-        return len(rows)
+            return self._db.total_changes - before
+
+    # -- token ids (synchronous, durable) -----------------------------------------
+    def remember_token(self, key: str, expires: float, now: float) -> bool:
+        """Record a JWT's issuer|jti until it expires; False when it is already on file and
+        not expired (a replay, also across restarts)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            if now >= self._next_token_purge:
+                self._db.execute("DELETE FROM tokens WHERE expires <= ?", (now,))
+                self._next_token_purge = now + 60
+            cur = self._db.execute(
+                "INSERT INTO tokens (key, expires) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
+                "SET expires = excluded.expires WHERE tokens.expires <= ?", (key, expires, now))
+            self._db.execute("COMMIT")
+            return cur.rowcount > 0
 
     def burden(self) -> list[dict[str, Any]]:
         """Per rule: cards issued, accepted, overridden, and the override reasons given."""
@@ -280,8 +330,8 @@ class FeedbackStore:
         return sorted(report.values(), key=lambda r: (-r["issued"], str(r["rule"])))
 
     def count(self, table: str) -> int:
-        if table not in ("cards", "feedback"):
-            raise UsageError(f"no table {table!r} (cards, feedback)")
+        if table not in ("cards", "feedback", "tokens"):
+            raise UsageError(f"no table {table!r} (cards, feedback, tokens)")
         self.flush()
         with self._lock:
             return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])

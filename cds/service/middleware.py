@@ -6,6 +6,7 @@ request), so the guard logs only the exception's type and an incident id.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -87,12 +88,32 @@ class Guard:
         try:
             await self.app(scope, replay, send_tracked)
         except Exception as e:  # noqa: BLE001 - the last line of defence
-            incident = uuid.uuid4().hex[:12]
-            log.error("unhandled %s in %s %s (incident %s)", type(e).__name__,
-                      scope.get("method"), scope.get("path"), incident)
+            incident = getattr(e, INCIDENT, None)
+            if incident is None:  # else the app's handler logged and answered it
+                incident = uuid.uuid4().hex[:12]
+                log.error("unhandled %s in %s %s (incident %s)", type(e).__name__,
+                          scope.get("method"), scope.get("path"), incident)
             if not started:
-                await send_json(send, 500, {"error": "internal-error",
-                                            "message": "internal error", "incident": incident})
+                await send_json(send, 500, internal_error(incident))
+
+
+#: Set on an exception once it has been logged and answered with its incident id.
+INCIDENT = "_cds_incident"
+
+
+def internal_error(incident: str) -> dict[str, Any]:
+    """The JSON body of every 500: never a traceback or a value from the request."""
+    return {"error": "internal-error", "message": "internal error", "incident": incident}
+
+
+def incident_of(e: Exception, method: str, path: str) -> str:
+    """Log an unhandled exception (its type only: a message may quote patient data) under a
+    new incident id, and mark it so the guard does not log it twice."""
+    incident = uuid.uuid4().hex[:12]
+    log.error("unhandled %s in %s %s (incident %s)", type(e).__name__, method, path, incident)
+    with contextlib.suppress(AttributeError):  # an exception type with __slots__
+        setattr(e, INCIDENT, incident)
+    return incident
 
 
 def _too_large(limit: int) -> dict[str, Any]:

@@ -100,7 +100,8 @@ class RenalKind(DrugDoseKind):
     def explain(self, rule: Any, facts: Facts, index: Index) -> list[Condition]:
         k = kidney_value(rule, facts)
         verdict = None if k is None else band_verdict(rule, k)
-        value: Any = "unknown"
+        value: Any = ("not checked: implausible " + ", ".join(facts.renal.rejected)
+                      if facts.renal.rejected else "unknown")
         if k is not None:
             value = f"{k.measure} {k.comparator or ''}{round(k.value, 1):g}" + (
                 f" ({k.note})" if k.note else "") + (

@@ -22,7 +22,9 @@ class RenalMonitoringKind(RuleKind):
         if not meds:
             return None
         renal = facts.renal
-        if renal.crcl is not None or renal.egfr is not None:
+        if renal.rejected and renal.crcl is None and renal.egfr is None:  # latest not possible
+            state = "not checked: implausible " + ", ".join(renal.rejected)
+        elif renal.crcl is not None or renal.egfr is not None:
             if renal.measured_on is None:
                 return None  # undated values are taken as current; nothing to say
             age_days = (facts.as_of - renal.measured_on).days
