@@ -5,6 +5,7 @@ reads them from here, so two layers can never spell one idea two ways.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal, get_args
 
 # -- severities, alert families, roles --------------------------------------------------------
@@ -23,6 +24,42 @@ DATA_QUALITY = "data-quality"
 
 Role = Literal["pharmacist", "prescriber", "pain-specialist", "specialist"]
 ROLES: tuple[str, ...] = get_args(Role)
+
+# -- override reasons -----------------------------------------------------------------------
+# The coded reasons a clinician gives for not acting on an alert: CDS Hooks overrideReasons on
+# a card, the reason of a pharmacist's decision (cds.decisions). A rule's own responses (pack
+# data) come first; these are offered with every alert, and by family.
+
+#: The code system of the reasons (and of a rule's responses) when none is configured.
+OVERRIDE_REASON_SYSTEM = "urn:cds:CodeSystem:override-reason"
+COMMON_REASONS = (
+    ("benefit-outweighs-risk", "Benefit outweighs risk for this patient"),
+    ("patient-monitored", "Patient will be monitored"),
+    ("already-addressed", "Already addressed"),
+    ("data-inaccurate", "Alert data inaccurate or outdated"),
+    ("patient-declined", "Patient declined"),
+)
+FAMILY_REASONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "interaction": (("short-course", "Short course, will stop one drug"),),
+    "duplication": (("taper-or-switch", "Taper or switch in progress"),
+                    ("intended-combination", "Combination intended")),
+    "mme": (("palliative-care", "Cancer, palliative or end-of-life care"),
+            ("taper-plan", "Taper plan in place")),
+    "escalation": (("palliative-care", "Cancer, palliative or end-of-life care"),
+                   ("taper-plan", "Taper plan in place")),
+    "renal": (("dose-already-adjusted", "Dose already adjusted for renal function"),),
+    "hepatic": (("dose-already-adjusted", "Dose already adjusted for hepatic function"),),
+}
+
+
+def reasons_for(family: str, own: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+    """(code, display) of every reason an alert of `family` offers: the rule's own first,
+    then the common ones and the family's, each code once."""
+    out: dict[str, str] = {}
+    for code, display in (*own, *COMMON_REASONS, *FAMILY_REASONS.get(family, ())):
+        out.setdefault(code, display)
+    return list(out.items())
+
 
 # -- code systems -------------------------------------------------------------------------------
 

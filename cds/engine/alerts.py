@@ -74,6 +74,12 @@ class Alert:
     values: dict[str, Any] = field(default_factory=dict)
     #: (code, display, snooze days or None): the coded responses the rule offers
     responses: tuple[tuple[str, str, int | None], ...] = ()
+    #: The stable alert key a decision is filed under (alert_key): the rule without its
+    #: version, the drug of a per-medication finding, the dose or function band
+    key: str = ""
+    #: The ingredients the finding involves, sorted (a new one re-opens a decided alert)
+    ingredients: tuple[str, ...] = ()
+    band: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -83,5 +89,13 @@ class Alert:
             "sources": list(self.sources), "actions": list(self.actions),
             "also": list(self.also), "role": self.role, "interruptive": self.interruptive,
             "pack_digest": self.pack_digest, "evidence": self.evidence,
-            "order_ids": list(self.order_ids),
+            "order_ids": list(self.order_ids), "key": self.key,
+            "ingredients": list(self.ingredients), "band": self.band,
         }
+
+
+def alert_key(rule: str, subject: str, band: str | None) -> str:
+    """The stable key of an alert for one patient: `pack/rule[:subject][@band]`. Stable across
+    pack versions (the rule id has no version), runs and medication-list order; the drugs of a
+    pairwise finding are not in it (a new drug in the pair is a change of the same alert)."""
+    return rule + (f":{subject}" if subject else "") + (f"@{band.replace(' ', '')}" if band else "")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from cds.engine.alerts import Alert, CompiledRule, Finding, Suggestion
+from cds.engine.alerts import Alert, CompiledRule, Finding, Suggestion, alert_key
 from cds.engine.kinds.interaction import pairs_finding
 from cds.engine.rationale import fill, rationale
 from cds.knowledge.facts import Facts
@@ -170,6 +170,7 @@ def to_alerts(findings: Iterable[Finding], facts: Facts) -> list[Alert]:
         digest = hashlib.sha1(
             f"{facts.patient_id}|{best.rule.ref}|{'|'.join(order_ids)}".encode()).hexdigest()[:16]
         actions = [a.text for a in rule.actions]
+        subject, band = best.rule.kind.identity(best)
         alerts.append(Alert(
             id=digest, rule=best.rule.ref, pack=best.rule.pack_ref,
             pack_digest=best.rule.pack_digest, family=best.rule.family,
@@ -185,6 +186,8 @@ def to_alerts(findings: Iterable[Finding], facts: Facts) -> list[Alert]:
             interruptive=rule.interruptive, draft=any(m.draft for m in meds),
             evidence=rule.evidence, suggestions=_suggestions(best), values=best.values,
             responses=tuple((r.code, r.display, r.snooze_days) for r in rule.responses),
+            key=alert_key(best.rule.ref, subject, band), band=band,
+            ingredients=tuple(sorted({i for m in meds for i in m.ingredients})),
         ))
     alerts.sort(key=lambda a: (-a.priority, not a.draft, a.family, a.rule, a.medications, a.id))
     return alerts

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cds.engine.alerts import Alert, Suggestion
-from cds.vocabulary import RXNORM, SNOMED, UCUM
+from cds.vocabulary import OVERRIDE_REASON_SYSTEM, RXNORM, SNOMED, UCUM, reasons_for
 
 INDICATORS = ("info", "warning", "critical")
 SUMMARY_MAX = 139  # the specification: "<140-character summary"
@@ -43,26 +43,6 @@ FAMILY_DISPLAY = {
     "data": "Data completeness",
 }
 
-_COMMON_REASONS = (
-    ("benefit-outweighs-risk", "Benefit outweighs risk for this patient"),
-    ("patient-monitored", "Patient will be monitored"),
-    ("already-addressed", "Already addressed"),
-    ("data-inaccurate", "Alert data inaccurate or outdated"),
-    ("patient-declined", "Patient declined"),
-)
-_FAMILY_REASONS: dict[str, tuple[tuple[str, str], ...]] = {
-    "interaction": (("short-course", "Short course, will stop one drug"),),
-    "duplication": (("taper-or-switch", "Taper or switch in progress"),
-                    ("intended-combination", "Combination intended")),
-    "mme": (("palliative-care", "Cancer, palliative or end-of-life care"),
-            ("taper-plan", "Taper plan in place")),
-    "escalation": (("palliative-care", "Cancer, palliative or end-of-life care"),
-                   ("taper-plan", "Taper plan in place")),
-    "renal": (("dose-already-adjusted", "Dose already adjusted for renal function"),),
-    "hepatic": (("dose-already-adjusted", "Dose already adjusted for hepatic function"),),
-}
-
-
 @dataclass(frozen=True)
 class OrderRef:
     """A FHIR resource a suggestion may act on: a draft order or a current medication."""
@@ -84,7 +64,7 @@ class CardContext:
     indicators: Mapping[str, str] = field(default_factory=dict)
     pack_urls: Mapping[str, str] = field(default_factory=dict)  # pack id or pack@version -> url
     base_url: str | None = None
-    override_reason_system: str = "urn:cds:CodeSystem:override-reason"
+    override_reason_system: str = OVERRIDE_REASON_SYSTEM
     topic_system: str = "urn:cds:CodeSystem:alert-family"
 
 
@@ -132,15 +112,9 @@ def detail(alert: Alert) -> str:
 def override_reasons(family: str, system: str,
                      own: Sequence[tuple[str, str]] = ()) -> list[dict[str, str]]:
     """The rule's own responses (pack data: "PDMP reviewed", "snooze 3 months") first, then
-    the common ones and the family's."""
-    reasons = list(own) + list(_COMMON_REASONS) + list(_FAMILY_REASONS.get(family, ()))
-    seen: set[str] = set()
-    out = []
-    for code, display in reasons:
-        if code not in seen:
-            seen.add(code)
-            out.append({"system": system, "code": code, "display": display})
-    return out
+    the common ones and the family's (cds.vocabulary.reasons_for)."""
+    return [{"system": system, "code": code, "display": display}
+            for code, display in reasons_for(family, own)]
 
 
 def card_uuid(hook_instance: str, alert: Alert) -> str:

@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cds.errors import CdsError
+from cds.vocabulary import OVERRIDE_REASON_SYSTEM
 
 #: Asymmetric JWS algorithms only: `none` and HMAC (shared-secret) are refused by the spec.
 ASYMMETRIC_ALGORITHMS = frozenset({
@@ -105,7 +106,7 @@ class Settings(_Strict):
     #: Card `source.url` per pack id; default {base_url}/packs/{pack@version}.
     pack_urls: dict[str, str] = Field(default_factory=dict)
     indicators: dict[str, Indicator] = Field(default_factory=lambda: dict(DEFAULT_INDICATORS))
-    override_reason_system: str = "urn:cds:CodeSystem:override-reason"
+    override_reason_system: str = OVERRIDE_REASON_SYSTEM
     topic_system: str = "urn:cds:CodeSystem:alert-family"
 
     @field_validator("algorithms")

@@ -118,6 +118,13 @@ class RuleKind:
         """Sentences the rationale always carries before the evidence status and sources."""
         return []
 
+    def identity(self, f: Finding) -> tuple[str, str | None]:
+        """(subject, band) of a finding, for its stable alert key (cds.engine.alerts.alert_key):
+        what the finding is about beyond its rule (the drug of a per-medication rule) and the
+        dose or function band it is in. A patient-wide rule is one finding per patient: ("",
+        None)."""
+        return "", None
+
 
 class DrugDoseKind(RuleKind):
     """A rule about named drugs in a patient state (a kidney function band, a Child-Pugh
@@ -144,6 +151,13 @@ class DrugDoseKind(RuleKind):
                 continue
             out.append(Finding(cr, (med,), values, spec, (self.type, med.order_id, cr.ref)))
         return out
+
+    def identity(self, f: Finding) -> tuple[str, str | None]:
+        return "+".join(sorted(f.meds[0].ingredients)) if f.meds else "", self.band(f.rule.rule)
+
+    def band(self, rule: Any) -> str | None:
+        """The patient state band the rule fires in (kidney function, Child-Pugh class)."""
+        return None
 
     def explain_drug(self, rule: Any, facts: Facts, state: Condition) -> list[Condition]:
         """Drug present, the patient's state, and the doses when the rule sets a maximum."""

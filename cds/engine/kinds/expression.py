@@ -29,5 +29,10 @@ class ExpressionKind(RuleKind):
         return [Finding(cr, tuple(meds), {"drugs": ", ".join(m.label for m in meds)}, 0.0,
                         (cr.ref, frozenset(m.order_id for m in meds)))]
 
+    def identity(self, f: Finding) -> tuple[str, str | None]:
+        if not f.rule.rule.drugs:
+            return "", None
+        return "+".join(sorted({i for m in f.meds for i in m.ingredients})), None
+
     def explain(self, rule: Any, facts: Facts, index: Index) -> list[Condition]:
         return [present(rule.drugs, facts)] if rule.drugs else []

@@ -26,6 +26,9 @@ class HepaticKind(DrugDoseKind):
         return self.per_med(cr, meds, {"child_pugh": cp.label, "child_pugh_score": score,
                                        "action": cr.rule.action})
 
+    def band(self, rule: Any) -> str | None:
+        return "Child-Pugh " + "/".join(rule.child_pugh)
+
     def explain(self, rule: Any, facts: Facts, index: Index) -> list[Condition]:
         cp = facts.hepatic
         return self.explain_drug(rule, facts, Condition(

@@ -34,6 +34,10 @@ class MmeKind(RuleKind):
                      f"(lowest {before:.1f})." if newly else ""))
         return Finding(cr, meds, values, 0.0, ("mme", r.min))
 
+    def identity(self, f: Finding) -> tuple[str, str | None]:
+        r = f.rule.rule
+        return "", f"MME {r.min:g}" + (f"-{r.below:g}" if r.below is not None else "+")
+
     def explain(self, rule: Any, facts: Facts, index: Index) -> list[Condition]:
         total = facts.mme.total
         out = [Condition(f"total MME/day >= {rule.min:g}", round(total, 2), total >= rule.min)]

@@ -97,6 +97,9 @@ class RenalKind(DrugDoseKind):
             "value": f"{k.comparator}{round(k.value, 1):g}" if k.comparator else round(k.value, 1),
             "action": r.action, **({"substitution": k.note} if k.note else {})})
 
+    def band(self, rule: Any) -> str | None:
+        return f"{rule.measure} {band_text(rule)}"
+
     def explain(self, rule: Any, facts: Facts, index: Index) -> list[Condition]:
         k = kidney_value(rule, facts)
         verdict = None if k is None else band_verdict(rule, k)
