@@ -23,6 +23,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Medication-safety decision support: check patients against rule packs.")
 pack_app = typer.Typer(no_args_is_help=True, help="Rule authors' tools: list, lint, test packs.")
 app.add_typer(pack_app, name="pack")
+review_app = typer.Typer(no_args_is_help=True, help=(
+    "Pharmacists' decisions on alerts: import a filled-in worklist, decide, history, letters "
+    "to prescribers, FHIR export (docs/review.md)."))
+app.add_typer(review_app, name="review")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -51,6 +55,9 @@ RulesetsOpt = Annotated[list[Path] | None, typer.Option(
 MaxMedsOpt = Annotated[int, typer.Option(
     "--max-medications", min=1,
     help="Medication records one patient may have (more: an error naming the patient).")]
+DbOpt = Annotated[str | None, typer.Option(
+    "--db", help="Decisions store: an SQLite file or a postgresql:// URL (default: $CDS_DB; "
+                 "for a panel, OUT/decisions.sqlite3).")]
 AsOfOpt = Annotated[str | None, typer.Option(
     "--as-of", help="Evaluation date, YYYY-MM-DD (default: today).")]
 
@@ -62,7 +69,8 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 def _file_errors(command: Callable[P, R]) -> Callable[P, R]:
     """A file that cannot be read or written (a folder under a regular file, a full disk,
-    no permission) is one line naming it, exit 2: never a traceback."""
+    no permission), or a decisions store that fails, is one line naming it, exit 2: never a
+    traceback."""
     @functools.wraps(command)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
@@ -70,6 +78,13 @@ def _file_errors(command: Callable[P, R]) -> Callable[P, R]:
         except OSError as e:
             where = e.filename if e.filename is not None else None
             fail(f"{where}: {e.strerror or e}" if where else str(e))
+        except Exception as e:
+            from sqlalchemy.exc import SQLAlchemyError
+
+            if isinstance(e, SQLAlchemyError):  # the decisions store failed under us
+                fail(f"decisions store: {type(e).__name__}: "
+                     f"{str(getattr(e, 'orig', None) or e).splitlines()[0]}")
+            raise
     return run
 
 
@@ -365,6 +380,7 @@ def panel(
         "--top", help="Patients of the worklist shown in detail in report.html.")] = 500,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     max_medications: MaxMedsOpt = MAX_MEDICATIONS,
+    db: DbOpt = None,
 ) -> None:
     """Review a whole panel: alerts, worklist, quarantine and an HTML report."""
     from cds.panel.run import run_panel
@@ -372,7 +388,7 @@ def panel(
     try:
         run_panel(input, out_dir, resume=resume, executor=executor, scheduler=scheduler,
                   workers=workers, packs=pack, as_of=_as_of(as_of), shards=shards, top_n=top,
-                  quiet=quiet, max_medications=max_medications)
+                  quiet=quiet, max_medications=max_medications, db=db)
     except PackErrors as e:
         fail("rule packs failed to load:\n" + "\n".join(f"  {x}" for x in e.errors))
     except CdsError as e:
@@ -400,6 +416,167 @@ def synth(
     write_panel(patients, out_dir, seed=seed, gzip=gz,
                 anchor=_as_of(anchor) if anchor else None, dirty=dirty, style=style)
     out.print(f"wrote {patients} patients to {out_dir}")
+
+
+# -- review: the decisions store ---------------------------------------------------------------
+
+AuthorOpt = Annotated[str | None, typer.Option(
+    "--author", help="Who decides (default: the login name).")]
+
+
+def _store(db: str | None):  # type: ignore[no-untyped-def]
+    from cds.decisions.store import DecisionStore, default_db
+
+    url = db or default_db()
+    if not url:
+        fail("no decisions store: give --db (an SQLite file or a postgresql:// URL) or set "
+             "CDS_DB")
+    return DecisionStore(url)
+
+
+def _author(author: str | None) -> str:
+    import getpass
+
+    return author or getpass.getuser()
+
+
+@review_app.command("import")
+@_file_errors
+def review_import(
+    file: Annotated[Path, typer.Argument(help="A worklist.csv or alerts.csv with decisions filled in.")],
+    db: DbOpt = None,
+    author: AuthorOpt = None,
+    partial: Annotated[bool, typer.Option(
+        "--partial", help="Apply the good rows; write the rejects to --rejects.")] = False,
+    rejects: Annotated[Path | None, typer.Option(
+        "--rejects", help="Where --partial writes the rejected rows (default FILE.rejects.csv).")] = None,
+    pack: PacksOpt = None,
+) -> None:
+    """Apply the decisions of a filled-in worklist or alerts CSV: every row checked first;
+    one bad row applies nothing (unless --partial)."""
+    from cds.decisions.csv_import import import_csv, responses_of, write_rejects
+
+    with _store(db) as store:
+        try:
+            res = import_csv(store, file, author=_author(author), partial=partial,
+                             responses=responses_of(_engine(pack, None).packs))
+        except CdsError as e:
+            fail(str(e))
+    for r in res.rejects[:50]:
+        err.print(f"[red]rejected[/] {file}: {r}", soft_wrap=True)
+    if len(res.rejects) > 50:
+        err.print(f"... and {len(res.rejects) - 50} more")
+    if res.rejects and not partial:
+        fail(f"{len(res.rejects)} row(s) rejected: nothing applied (fix them, or use --partial)")
+    if res.rejects:
+        path = rejects or file.with_suffix(".rejects.csv")
+        write_rejects(path, res.rejects)
+        err.print(f"{len(res.rejects)} rejected row(s) written to {path}")
+    out.print(f"applied {len(res.applied)} decision(s); {res.unchanged} row(s) unchanged")
+    if res.rejects:
+        raise typer.Exit(1)
+
+
+@review_app.command("decide")
+@_file_errors
+def review_decide(
+    patient: Annotated[str, typer.Argument(help="Patient id.")],
+    alert_key: Annotated[str, typer.Argument(help="The alert's key (alert_key column).")],
+    state: Annotated[str, typer.Option("--state", help="open, accepted, acted, overridden, "
+                                                       "snoozed, referred or resolved.")],
+    reason: Annotated[str | None, typer.Option("--reason", help="A reason code the alert offers.")] = None,
+    note: Annotated[str | None, typer.Option("--note")] = None,
+    follow_up: Annotated[str | None, typer.Option(
+        "--follow-up", help="YYYY-MM-DD; for a snooze, the day it ends.")] = None,
+    referred_to: Annotated[str | None, typer.Option("--referred-to")] = None,
+    expect_version: Annotated[int | None, typer.Option(
+        "--expect-version", help="The decision version you read (0: none): a decision taken "
+                                 "since is a conflict (exit 3), not overwritten.")] = None,
+    db: DbOpt = None,
+    author: AuthorOpt = None,
+    pack: PacksOpt = None,
+) -> None:
+    """Record one decision (for scripts); the same checks as an import."""
+    from cds.decisions.csv_import import import_row, responses_of
+    from cds.decisions.store import DecisionConflict
+
+    row = {"patient_id": patient, "alert_key": alert_key, "decision": state,
+           "reason": reason or "", "note": note or "", "follow_up": follow_up or "",
+           "referred_to": referred_to or "",
+           "decision_version": "" if expect_version is None else str(expect_version)}
+    with _store(db) as store:
+        try:
+            d = import_row(store, row, author=_author(author),
+                           responses=responses_of(_engine(pack, None).packs),
+                           check_version=expect_version is not None)
+        except DecisionConflict as e:
+            fail(str(e), 3)
+        except CdsError as e:
+            fail(str(e))
+    out.print(f"{d.patient_id} {d.alert_key}: {d.state} (version {d.version}) by {d.author}")
+
+
+@review_app.command("history")
+@_file_errors
+def review_history(
+    patient: Annotated[str | None, typer.Argument(help="Patient id (default: everyone).")] = None,
+    alert_key: Annotated[str | None, typer.Option("--key", help="One alert only.")] = None,
+    format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+    db: DbOpt = None,
+) -> None:
+    """Who decided what and when: the append-only history, oldest first."""
+    from dataclasses import asdict
+
+    with _store(db) as store:
+        rows = store.history(patient, alert_key)
+    if format is Format.json:
+        _emit(orjson.dumps([asdict(d) for d in rows], option=orjson.OPT_INDENT_2) + b"\n")
+        return
+    t = Table()
+    for col in ("when (UTC)", "patient", "alert", "v", "state", "reason", "by", "note"):
+        t.add_column(col, overflow="fold")
+    for d in rows:
+        t.add_row(f"{d.decided_at:%Y-%m-%d %H:%M}", d.patient_id, d.alert_key, str(d.version),
+                  d.state + (f" until {d.snooze_until}" if d.snooze_until else ""),
+                  d.reason_code or "", d.author, d.note or "")
+    out.print(t)
+    if not rows:
+        out.print("no decisions")
+
+
+@review_app.command("letters")
+@_file_errors
+def review_letters(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for one HTML letter per prescriber.")],
+    db: DbOpt = None,
+    pharmacy: Annotated[str | None, typer.Option("--pharmacy", help="Who the letters are from.")] = None,
+    as_of: AsOfOpt = None,
+) -> None:
+    """One letter per prescriber with the accepted recommendations and referrals, in plain
+    language (print to PDF from a browser)."""
+    from cds.decisions.letters import write_letters
+    from cds.decisions.share import letter_items
+
+    with _store(db) as store:
+        items = letter_items(store)
+    paths = write_letters(items, out_dir, pharmacy=pharmacy, as_of=_as_of(as_of))
+    out.print(f"wrote {len(paths) - 1} letter(s) and an index to {out_dir}")
+
+
+@review_app.command("export")
+@_file_errors
+def review_export(
+    fhir: Annotated[Path, typer.Option("--fhir", help="Folder for DetectedIssue.ndjson and Task.ndjson.")],
+    db: DbOpt = None,
+    as_of: AsOfOpt = None,
+) -> None:
+    """Every patient's alerts (as of their latest review) as FHIR R4 DetectedIssue resources
+    with the decisions as mitigations, and each referral as a Task (Bulk Data NDJSON)."""
+    from cds.decisions.share import export_fhir
+
+    with _store(db) as store:
+        n_issues, n_tasks = export_fhir(store, fhir, as_of=_as_of(as_of))
+    out.print(f"wrote {n_issues} DetectedIssue and {n_tasks} Task resources to {fhir}")
 
 
 def main() -> None:  # pragma: no cover

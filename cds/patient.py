@@ -172,6 +172,10 @@ class Event(_Model):
 
 class Patient(_Model):
     id: str
+    #: Medical record number and name: for a person to find the chart (worklists, letters);
+    #: no rule reads them
+    mrn: str | None = None
+    name: str | None = None
     birth_date: date | None = None
     sex: Literal["female", "male", "other", "unknown"] = "unknown"
     #: Recorded as deceased (FHIR deceasedBoolean or deceasedDateTime): not reviewed.

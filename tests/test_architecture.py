@@ -26,7 +26,9 @@ FORBIDDEN = {
     "cds.knowledge": ("cds.io", "cds.rules", "cds.engine", "cds.authoring", "cds.service",
                       "cds.panel", "cds.cli"),
     "cds.rules": ("cds.engine", "cds.authoring", "cds.service", "cds.panel", "cds.cli"),
-    "cds.engine": ("cds.authoring", "cds.service", "cds.panel", "cds.cli"),
+    "cds.engine": ("cds.authoring", "cds.decisions", "cds.service", "cds.panel", "cds.cli"),
+    # decisions read the engine's alerts; the renderers (panel, service, CLI) read decisions
+    "cds.decisions": ("cds.authoring", "cds.service", "cds.panel", "cds.cli"),
     "cds.authoring": ("cds.service", "cds.panel", "cds.cli"),
 }
 

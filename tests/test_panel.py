@@ -31,7 +31,12 @@ from cds.synth import write_panel
 PACKS = ["opioid-safety"]  # the shipped pack the tests need; others may be in progress
 AS_OF = date(2026, 11, 26)
 ALERT_COLUMNS = ["patient_id", "rule", "pack", "family", "severity", "priority", "summary",
-                 "rationale", "medications"]
+                 "rationale", "medications",
+                 # added by #14 (columns are only ever added, never renamed)
+                 "alert_key", "status", "changed_because", "role", "actions", "prescriber",
+                 "order_ids", "mrn", "patient_name", "birth_date", "ingredients", "band",
+                 "level", "decision", "decision_version", "decided_by", "reason", "note",
+                 "follow_up", "referred_to"]
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -58,11 +58,20 @@ class Decision:
     #: summary, ingredients and band, so a later change of the alert can be told
     pack: str | None = None
     rule: str | None = None
+    family: str | None = None
     severity: str | None = None
     summary: str | None = None
     ingredients: tuple[str, ...] = ()
     band: str | None = None
+    #: The dose measure the alert stated (MME/day, a daily dose): a rise re-opens it
+    level: float | None = None
     source: str = "cli"  # one of Source
+    #: The alert's full text and orders when the decision was made (a worklist import, a
+    #: card): what a letter to the prescriber quotes
+    rationale: str | None = None
+    actions: tuple[str, ...] = ()
+    order_ids: tuple[str, ...] = ()
+    prescribers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +87,7 @@ class Sighting:
     summary: str
     ingredients: tuple[str, ...] = ()
     band: str | None = None
+    level: float | None = None  # the dose measure the alert states (MME/day, a daily dose)
     #: (pack id, family, subject): alerts of one lineage are one concern at different bands
     #: (MME 50-90 then 90+), so a decision on one makes a successor `changed`, not `new`
     lineage: str = ""

@@ -78,10 +78,47 @@ def fhir_patient_demographics(resource: dict[str, Any]) -> dict[str, Any]:
                          field=f"{where}.gender")
     out = {"id": rid, "birth_date": date_at(patient, "birthDate", where),
            "sex": gender.lower() if gender else "unknown"}
+    mrn, name = _mrn(resource), _name(resource)
+    if mrn:
+        out["mrn"] = mrn
+    if name:
+        out["name"] = name
     died = date_at(patient, "deceasedDateTime", where)
     if died is not None or patient.get("deceasedBoolean") is True:
         out.update(deceased=True, deceased_on=died)
     return out
+
+
+#: HL7 v2 table 0203 identifier type of a medical record number.
+_V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+
+
+def _mrn(resource: dict[str, Any]) -> str | None:
+    """The medical record number (Patient.identifier typed MR), for a person to find the
+    chart; other identifiers (a national id) are never copied into the outputs."""
+    for ident in resource.get("identifier") or ():
+        if not isinstance(ident, dict) or not isinstance(ident.get("value"), str):
+            continue
+        coding = (ident.get("type") or {}).get("coding") if isinstance(ident.get("type"), dict) else None
+        if any(isinstance(c, dict) and c.get("code") == "MR" and c.get("system") in (_V2_0203, None)
+               for c in coding or ()):
+            return str(ident["value"]).strip() or None
+    return None
+
+
+def _name(resource: dict[str, Any]) -> str | None:
+    """The patient's name as a person writes it: the official name first, else the first."""
+    names = [n for n in resource.get("name") or () if isinstance(n, dict)]
+    names.sort(key=lambda n: n.get("use") != "official")
+    for n in names:
+        if isinstance(n.get("text"), str) and n["text"].strip():
+            return str(n["text"]).strip()
+        given = [g for g in n.get("given") or () if isinstance(g, str)]
+        family = n.get("family") if isinstance(n.get("family"), str) else None
+        text = " ".join([*given, *([family] if family else [])]).strip()
+        if text:
+            return text
+    return None
 
 
 def lab_kind(resource: Any) -> ObservationKind | None:

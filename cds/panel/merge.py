@@ -7,8 +7,9 @@ from __future__ import annotations
 import csv
 import heapq
 import os
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from contextlib import ExitStack
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,9 @@ import orjson
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from cds.decisions.carry import lineage
+from cds.decisions.model import Sighting
+from cds.decisions.store import PatientRow
 from cds.panel.columns import ALERT_SCHEMA, MME_BINS, WORKLIST_COLUMNS, sort_key
 
 
@@ -119,7 +123,8 @@ def merge_details(dirs: list[Path], ids: set[str]) -> dict[str, dict[str, Any]]:
 
 def sum_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
     total: dict[str, Any] = {"mme_hist": [0] * (MME_BINS + 1), "rules": {}, "severities": {},
-                             "families": {}, "burden_hist": {}, "acb_hist": {}, "seconds": {}}
+                             "families": {}, "burden_hist": {}, "acb_hist": {}, "seconds": {},
+                             "statuses": {}}
     for s in stats:
         for k, v in s.items():
             if k == "mme_hist":
@@ -130,3 +135,30 @@ def sum_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
             else:
                 total[k] = total.get(k, 0) + v
     return total
+
+
+_SIGHTING_COLUMNS = ["patient_id", "alert_key", "rule", "pack", "family", "severity", "summary",
+                     "ingredients", "band", "level", "status"]
+
+
+def sightings(dirs: list[Path]) -> Iterator[tuple[Sighting, str]]:
+    """(sighting, status) of every alert of the run (not the gone ones: they did not fire),
+    read shard by shard from the alerts' columns the store keeps."""
+    for d in dirs:
+        table = pq.read_table(d / "alerts.parquet", columns=_SIGHTING_COLUMNS)
+        cols = [table.column(c).to_pylist() for c in _SIGHTING_COLUMNS]
+        for pid, key, rule, pack, family, sev, summary, ings, band, lvl, status in zip(
+                *cols, strict=True):
+            if status == "gone":
+                continue
+            yield (Sighting(pid, key, rule, pack, family, sev, summary,
+                            tuple(ings.split("+")) if ings else (), band or None,
+                            float(lvl) if lvl else None, lineage(pack, family, key)), status)
+
+
+def reviewed(dirs: list[Path]) -> Iterator[PatientRow]:
+    """Every patient the run reviewed (with or without alerts), with their chart ids."""
+    for d in dirs:
+        for line in (d / "reviewed.ndjson").read_bytes().splitlines():
+            pid, mrn, name, born = orjson.loads(line)
+            yield PatientRow(pid, mrn, name, date.fromisoformat(born) if born else None)

@@ -33,6 +33,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from cds.decisions.model import STATUSES
+from cds.decisions.snapshot import write_prior
+from cds.decisions.store import DecisionStore, default_db, redact
 from cds.engine.evaluator import Engine, load_engine
 from cds.errors import CdsError
 from cds.limits import MAX_MEDICATIONS
@@ -44,10 +47,11 @@ from cds.panel.partition import (
     partition_unit,
     plan_units,
     shard_count,
+    shard_of,
     unit_first_lines,
 )
 from cds.panel.report import write_report
-from cds.panel.shard import ShardJob, engine_spec, init_worker, review_shard
+from cds.panel.shard import PRIOR, ShardJob, engine_spec, init_worker, review_shard
 
 WORK = ".work"
 DEFAULT_TOP_N = 500
@@ -135,8 +139,10 @@ def run_panel(input: Path | str, out_dir: Path | str, *, resume: bool = False,
               packs: list[str] | None = None, as_of: date | None = None,
               shards: int | None = None, top_n: int = DEFAULT_TOP_N, quiet: bool = False,
               console: Console | None = None, engine: Engine | None = None,
-              max_medications: int = MAX_MEDICATIONS) -> dict[str, Any]:
-    """Review every patient of a Bulk Data export (or CSV folder); returns run.json's content."""
+              max_medications: int = MAX_MEDICATIONS, db: str | None = None) -> dict[str, Any]:
+    """Review every patient of a Bulk Data export (or CSV folder); returns run.json's content.
+    `db`: the decisions store (default $CDS_DB, else OUT/decisions.sqlite3): each alert is
+    told new, changed, open, unchanged or gone against it, and the run is recorded in it."""
     t_start = time.perf_counter()
     console = console or Console(stderr=True, highlight=False, quiet=quiet)
     input_dir = Path(input).resolve()
@@ -179,19 +185,35 @@ def run_panel(input: Path | str, out_dir: Path | str, *, resume: bool = False,
         _DaskExecutor(scheduler, workers, eng) if executor == "dask"
         else _LocalExecutor(n_workers, eng))
     timings["start_workers"] = time.perf_counter() - t0
+    store = DecisionStore(db or default_db(out) or out / "decisions.sqlite3")
     try:
         t0 = time.perf_counter()
         manifest = _partition(ex, work, files, params, console)
         timings["partition"] = time.perf_counter() - t0
         t0 = time.perf_counter()
+        if not (work / PRIOR).exists():
+            write_prior(store, work / PRIOR, manifest["shards"], shard_of)
+        timings["decisions_read"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         reviewed_now = _review(ex, work, manifest, run_as_of, params["top_n"], console)
         timings["review"] = time.perf_counter() - t0
+    except BaseException:
+        store.close()
+        raise
     finally:
         ex.close()
     t0 = time.perf_counter()
-    info = _merge(work, out, manifest, eng, params, layout, ignored, executor, ex.workers,
-                  run_as_of, console)
-    timings["merge_and_report"] = time.perf_counter() - t0
+    try:
+        info = _merge(work, out, manifest, eng, params, layout, ignored, executor, ex.workers,
+                      run_as_of, console)
+        timings["merge_and_report"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        info["decisions_store"] = redact(store.url)
+        info["run_id"] = _record(store, work, manifest, eng, params, run_as_of,
+                                 info["statuses"])
+        timings["decisions_write"] = time.perf_counter() - t0
+    finally:
+        store.close()
     timings["total"] = time.perf_counter() - t_start
     info["timings"] = {k: round(v, 3) for k, v in timings.items()}
     info["throughput"] = {
@@ -248,6 +270,21 @@ def _partition(ex: _LocalExecutor | _DaskExecutor, work: Path, files: list[Any],
     (tmp / "_manifest.json").write_bytes(orjson.dumps(manifest))
     os.rename(tmp, parts)
     return manifest
+
+
+def _record(store: DecisionStore, work: Path, manifest: dict[str, Any], eng: Engine,
+            params: dict[str, Any], as_of: date, statuses: dict[str, int]) -> int:
+    """Record the run's sightings in the decisions store, once (a resumed run that was killed
+    after recording it does not record it again)."""
+    marker = work / "recorded.json"
+    if marker.exists():
+        return int(orjson.loads(marker.read_bytes())["run_id"])
+    dirs = merging.shard_dirs(work, manifest["shards"])
+    run_id = store.record_run(
+        as_of=as_of, packs=[p.ref for p in eng.packs], source=params["input"],
+        sightings=merging.sightings(dirs), patients=merging.reviewed(dirs), statuses=statuses)
+    marker.write_bytes(orjson.dumps({"run_id": run_id}))
+    return run_id
 
 
 def _sum_dicts(ds: Iterable[dict[str, int]]) -> dict[str, int]:
@@ -342,6 +379,7 @@ def _merge(work: Path, out: Path, manifest: dict[str, Any], eng: Engine, params:
         "alerts_by_rule": dict(sorted(stats["rules"].items(), key=lambda kv: -kv[1])),
         "alerts_by_severity": stats["severities"], "alerts_by_family": stats["families"],
         "quarantine_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+        "statuses": {k: stats.get("statuses", {}).get(k, 0) for k in STATUSES},
         "worker_seconds": {k: round(v, 3) for k, v in secs.items()},
         "engine_share": round(secs.get("engine", 0.0) / worker_time, 3),
         "outputs": ["alerts.parquet", "alerts.csv", "worklist.csv", "quarantine.ndjson",

@@ -23,6 +23,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cds.decisions.carry import judge, lineage, sighting_of
+from cds.decisions.model import STATUS_RANK, STATUSES, Decision, Judged, Sighting
+from cds.decisions.snapshot import read_prior
 from cds.engine.evaluator import Engine
 from cds.engine.result import Result, mme_to_dict
 from cds.errors import CdsError, InputError
@@ -33,6 +36,8 @@ from cds.vocabulary import DATA_QUALITY, FAMILIES
 
 #: The panel's own rule for "part of this patient's record could not be assessed".
 NOT_ASSESSED_RULE = "panel/not-assessed"
+#: The folder (under .work/) of what the decisions store knew before the run, per shard.
+PRIOR = "prior"
 
 _ENGINE: Engine | None = None
 _SPEC: tuple[str, Any] | None = None
@@ -123,11 +128,15 @@ class _Out:
         self.worklist: list[dict[str, Any]] = []
         self.quarantine: list[bytes] = []
         self.top: list[tuple[Any, ...]] = []  # heap of (inverted key, n, detail)
+        #: (patient id, mrn, name, birth date) of each patient reviewed (the store's `reviewed`)
+        self.reviewed: list[tuple[str, str | None, str | None, str | None]] = []
+        #: what the decisions store knew of this shard's patients before the run
+        self.prior = read_prior(Path(job.work) / PRIOR, job.shard)
         self.stats: dict[str, Any] = {
             "patients": 0, "records": 0, "skipped": 0, "quarantined": 0, "alerts": 0,
             "failed": 0, "deceased": 0, "not_assessed_patients": 0, "rules": {}, "severities": {},
             "families": {}, "mme_hist": [0] * (MME_BINS + 1), "mme_zero": 0, "burden_hist": {},
-            "acb_hist": {}, "mme_50": 0, "mme_90": 0, "seconds": {"read": 0.0, "parse": 0.0,
+            "acb_hist": {}, "mme_50": 0, "mme_90": 0, "statuses": {}, "seconds": {"read": 0.0, "parse": 0.0,
                                                               "engine": 0.0, "write": 0.0}}
 
     def quarantine_record(self, unit: int, line: int, pid: str | None, resource: str | None,
@@ -151,9 +160,28 @@ class _Row(NamedTuple):
     summary: str
     rationale: str
     medications: str
-    actions: tuple[str, ...]
-    sources: tuple[str, ...]
+    alert_key: str
+    status: str
+    changed_because: str
     role: str
+    actions: str
+    prescriber: str
+    order_ids: str
+    mrn: str
+    patient_name: str
+    birth_date: str
+    ingredients: str
+    band: str
+    level: str
+    decision: str
+    decision_version: int | None
+    decided_by: str
+    reason: str
+    note: str
+    follow_up: str
+    referred_to: str
+    action_list: tuple[str, ...]
+    sources: tuple[str, ...]
 
 
 assert _Row._fields[:len(ALERT_COLUMNS)] == ALERT_COLUMNS  # rows fill the columns by position
@@ -286,23 +314,33 @@ def _collect(pid: str, patient: Patient, result: Result, not_assessed: list[tupl
     # fully assessed: said together in one row per patient, not one row per finding.
     not_assessed += [(i.medication or "a record", i.reason + (f" (field {i.field})" if i.field
                                                               else "")) for i in result.issues]
-    rows = [_Row(pid, a.rule, a.pack, a.family, a.severity, a.priority, a.summary, a.rationale,
-                 "; ".join(a.medications), a.actions, a.sources, a.role) for a in result.alerts
-            if a.family != DATA_QUALITY]
+    prescribers = {m.order_id: m.prescriber for m in result.summary.medications if m.prescriber}
+    found = [(sighting_of(pid, a, prescribers), a.priority, a.rationale, a.medications, a.sources)
+             for a in result.alerts if a.family != DATA_QUALITY]
     if not_assessed:
         st["not_assessed_patients"] += 1
         what = "; ".join(f"{w} ({why})" for w, why in not_assessed)
         n = len(not_assessed)
-        rows.append(_Row(
-            pid, NOT_ASSESSED_RULE, "panel", DATA_QUALITY, "low", 100,
+        found.append((Sighting(
+            pid, NOT_ASSESSED_RULE, NOT_ASSESSED_RULE, "panel", DATA_QUALITY, "low",
             f"{n} item{'s' if n > 1 else ''} of the record could not be assessed",
+            lineage=lineage("panel", DATA_QUALITY, NOT_ASSESSED_RULE),
+            actions=("Correct the source record or check these items by hand",)), 100,
             f"Not assessed: {what}. The other alerts for this patient leave these out: the "
             "MME total, interactions and dose checks may be incomplete. Check them by hand.",
-            "; ".join(w for w, _ in not_assessed),
-            ("Correct the source record or check these items by hand",), (), "pharmacist"))
+            tuple(w for w, _ in not_assessed), ()))
+    prior = out.prior.get(pid)
+    judged = judge([f[0] for f in found], prior.sightings if prior else (),
+                   prior.decisions if prior else {}, out.job.as_of)
+    who = (patient.mrn or "", patient.name or "",
+           patient.birth_date.isoformat() if patient.birth_date else "")
+    rows = [_row(j, priority, rationale, "; ".join(meds), sources, who)
+            for j, (_, priority, rationale, meds, sources) in zip(judged, found, strict=False)]
+    gone = [_gone_row(j, out.job.as_of, who) for j in judged[len(found):]]
     columns = out.columns
     fam = dict.fromkeys(FAMILIES, 0)
     rules, severities, families = st["rules"], st["severities"], st["families"]
+    statuses = dict.fromkeys(STATUSES, 0)
     for r in rows:
         for column, value in zip(columns, r, strict=False):  # the first len(ALERT_COLUMNS)
             column.append(value)
@@ -310,8 +348,16 @@ def _collect(pid: str, patient: Patient, result: Result, not_assessed: list[tupl
         _bump(severities, r.severity)
         _bump(families, r.family)
         _bump(fam, r.family)
+        statuses[r.status] += 1
+    for r in gone:
+        for column, value in zip(columns, r, strict=False):
+            column.append(value)
+        statuses["gone"] += 1
+    for k, v in statuses.items():
+        _bump(st["statuses"], k, v)
     st["alerts"] += len(rows)
     st["patients"] += 1
+    out.reviewed.append((pid, patient.mrn, patient.name, who[2] or None))
     mme = round(float(result.mme.total), 1)
     if mme <= 0:
         st["mme_zero"] += 1
@@ -324,24 +370,32 @@ def _collect(pid: str, patient: Patient, result: Result, not_assessed: list[tupl
     acb = summary.acb_total
     _bump(st["acb_hist"], str(min(acb, 10)))
     top = min(rows, key=_row_order) if rows else None
+    status = min((r.status for r in rows), key=STATUS_RANK.__getitem__, default="gone" if gone
+                 else "")
     w = {"patient_id": pid, "age": patient.age_on(out.job.as_of), "sex": patient.sex,
          "priority": top.priority if top else 0, "top_severity": top.severity if top else "",
          "alerts": len(rows), **{f"n_{f.replace('-', '_')}": fam[f] for f in FAMILIES},
          "mme_total": mme, "acb_total": acb, "not_assessed": len(not_assessed),
-         "top_alert": top.summary if top else ""}
+         "top_alert": top.summary if top else "", "status": status,
+         **{f"n_{k}": v for k, v in statuses.items()},
+         "mrn": who[0], "patient_name": who[1], "birth_date": who[2],
+         **{c: getattr(top, c) if top else "" for c in _TOP_COLUMNS}}
+    if w["decision_version"] == "":
+        w["decision_version"] = None
     out.worklist.append(w)
     if out.job.top_n <= 0 or not rows:
         return
     key = sort_key(w)
     if out.job.detail_bound is not None and key > out.job.detail_bound:
         return
-    inv = (-key[0], -key[1], _Inv(key[2]))
+    inv = (-key[0], -key[1], -key[2], _Inv(key[3]))
     if len(out.top) >= out.job.top_n and inv <= out.top[0][0]:
         return
     detail = {
         "worklist": w, "birth_date": patient.birth_date.isoformat() if patient.birth_date else None,
-        "alerts": [{**r._asdict(), "actions": list(r.actions), "sources": list(r.sources)}
+        "alerts": [{**r._asdict(), "actions": list(r.action_list), "sources": list(r.sources)}
                    for r in sorted(rows, key=_row_order)],
+        "gone": [{"summary": r.summary, "rule": r.rule} for r in gone],
         "mme": mme_to_dict(result.mme),
         "medications": [{"label": m.label, "source": m.source, "prescriber": m.prescriber,
                          "start": m.start.isoformat() if m.start else None}
@@ -354,6 +408,41 @@ def _collect(pid: str, patient: Patient, result: Result, not_assessed: list[tupl
         heapq.heappush(out.top, item)
     else:
         heapq.heapreplace(out.top, item)
+
+
+#: Columns the worklist takes from the patient's top alert.
+_TOP_COLUMNS = ("alert_key", "role", "actions", "prescriber", "order_ids", "decision",
+                "decision_version", "decided_by", "reason", "note", "follow_up", "referred_to")
+
+
+def _row(j: Judged, priority: int, rationale: str, meds: str, sources: tuple[str, ...],
+         who: tuple[str, str, str]) -> _Row:
+    s, d = j.sighting, j.decision
+    standing = d if d is not None and d.alert_key == s.alert_key else None
+    return _Row._make([
+        s.patient_id, s.rule, s.pack, s.family, s.severity, priority, s.summary, rationale, meds,
+        s.alert_key, j.status, j.why, s.role, "; ".join(s.actions), "; ".join(s.prescribers),
+        "; ".join(s.order_ids), *who, "+".join(s.ingredients), s.band or "",
+        "" if s.level is None else f"{s.level:g}", *_decision_columns(standing), s.actions,
+        sources])
+
+
+def _gone_row(j: Judged, as_of: date, who: tuple[str, str, str]) -> _Row:
+    s, d = j.sighting, j.decision
+    return _Row._make([
+        s.patient_id, s.rule, s.pack, s.family, s.severity, 0, s.summary,
+        f"No longer fires as of {as_of.isoformat()}: it did in the previous review.", "",
+        s.alert_key, "gone", j.why, s.role, "", "", "", *who, "+".join(s.ingredients),
+        s.band or "", "" if s.level is None else f"{s.level:g}", *_decision_columns(d), (), ()])
+
+
+def _decision_columns(d: Decision | None) -> tuple[str, int | None, str, str, str, str, str]:
+    if d is None:
+        return "", None, "", "", "", "", ""
+    # a snooze's end date is its follow-up date in the files (one column to edit)
+    until = d.snooze_until if d.state == "snoozed" and d.snooze_until else d.follow_up
+    return (d.state, d.version, d.author, d.reason_code or "", d.note or "",
+            until.isoformat() if until else "", d.referred_to or "")
 
 
 class _Inv(str):
@@ -385,6 +474,8 @@ def _write(final: Path, out: _Out) -> None:
         out.worklist.sort(key=sort_key)
         (tmp / "worklist.ndjson").write_bytes(b"".join(orjson.dumps(w) + b"\n" for w in out.worklist))
         (tmp / "quarantine.ndjson").write_bytes(b"".join(out.quarantine))
+        (tmp / "reviewed.ndjson").write_bytes(b"".join(orjson.dumps(r) + b"\n"
+                                                       for r in out.reviewed))
         top = sorted(out.top, reverse=True)
         # "patient id TAB detail": the merge parses only the details of the run's top N
         (tmp / "details.tsv").write_bytes(b"".join(

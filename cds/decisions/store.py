@@ -1,0 +1,418 @@
+"""The decisions store: SQLite by default, PostgreSQL by URL, through SQLAlchemy 2, its schema
+kept by Alembic migrations (applied when the store opens, so an upgrade of cds never loses a
+decision).
+
+Decisions are append-only: `decide` inserts the next version of an alert's decision, and the
+unique (patient, alert key, version) makes the second of two concurrent decisions on the same
+version fail: it gets a DecisionConflict naming who decided first, never a lost update. A
+panel run's sightings are written in one transaction with the run, so a crash leaves the store
+as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+from cds.decisions import schema as t
+from cds.decisions.model import STATES, Decision, Sighting
+from cds.errors import CdsError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+#: The environment variable naming the store when no --db is given.
+ENV = "CDS_DB"
+
+
+class StoreError(CdsError):
+    """The store cannot be opened or used (a bad URL, a server that refuses, a disk)."""
+
+
+class DecisionConflict(CdsError):
+    """A decision was made on a version of the alert's decision that is no longer the
+    current one: someone decided in between."""
+
+    def __init__(self, patient_id: str, alert_key: str, expected: int,
+                 current: Decision | None) -> None:
+        self.patient_id, self.alert_key, self.expected, self.current = (
+            patient_id, alert_key, expected, current)
+        who = (f"{current.author} decided {current.state} at {current.decided_at:%Y-%m-%d %H:%M} "
+               f"UTC (version {current.version})" if current else "the decision changed")
+        super().__init__(f"patient {patient_id}, alert {alert_key}: {who} since version "
+                         f"{expected} was read; read it again and decide on the current version")
+
+
+def database_url(db: str | Path) -> str:
+    """A --db value -> an SQLAlchemy URL: a path is an SQLite file; postgresql:// URLs use the
+    psycopg 3 driver."""
+    text = str(db)
+    if text.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + text.split("://", 1)[1]
+    if "://" in text:
+        return text
+    return f"sqlite:///{Path(text).expanduser().resolve()}"
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    head, sep, tail = url.partition("://")
+    if "@" not in tail:
+        return url
+    creds, _, host = tail.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{head}{sep}{user}:***@{host}"
+
+
+def default_db(out_dir: Path | None = None) -> str | None:
+    """--db when not given: $CDS_DB, else (for a panel run) OUT/decisions.sqlite3."""
+    env = os.environ.get(ENV)
+    if env:
+        return env
+    return str(out_dir / "decisions.sqlite3") if out_dir is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class PatientRow:
+    """A patient a run reviewed, with what a person needs to find the chart."""
+
+    patient_id: str
+    mrn: str | None = None
+    name: str | None = None
+    birth_date: date | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Prior:
+    """What the store knows of one patient before a run: the alerts of their latest review,
+    and the current decision on each alert key."""
+
+    sightings: tuple[Sighting, ...]
+    decisions: dict[str, Decision]
+
+
+class DecisionStore:
+    def __init__(self, db: str | Path) -> None:
+        self.url = database_url(db)
+        if self.url.startswith("sqlite:///") and not self.url.endswith(":memory:"):
+            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine: Engine = create_engine(self.url, future=True, pool_pre_ping=True)
+        except Exception as e:  # noqa: BLE001 - any bad URL is one message
+            raise StoreError(f"--db {redact(self.url)}: {e}") from None
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            self.upgrade()
+        except (OperationalError, ProgrammingError) as e:
+            raise StoreError(f"--db {redact(self.url)}: cannot open the decisions store "
+                             f"({e.orig or e})") from None
+
+    def upgrade(self) -> None:
+        """Apply the migrations the database has not had (none on an up-to-date store)."""
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> DecisionStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- decisions ------------------------------------------------------------------------
+    def decide(self, d: Decision, expected_version: int | None = None) -> Decision:
+        """Record `d` as the next version of its alert's decision. `expected_version` is the
+        version the author saw (0: none yet); None appends after whatever is current."""
+        return self.decide_many([(d, expected_version)])[0]
+
+    def decide_many(self, items: Sequence[tuple[Decision, int | None]]) -> list[Decision]:
+        """Record several decisions in one transaction: all of them, or (on a conflict)
+        none. Two decisions on one alert in `items` are applied in order."""
+        if not items:
+            return []
+        for d, _ in items:
+            if d.state not in STATES:
+                raise CdsError(f"decision state {d.state!r} is not one of {', '.join(STATES)}")
+        keys = {(d.patient_id, d.alert_key) for d, _ in items}
+        try:
+            with self.engine.begin() as conn:
+                versions = _versions(conn, keys)
+                rows, out = [], []
+                for d, expected in items:
+                    k = (d.patient_id, d.alert_key)
+                    current = versions.get(k, 0)
+                    if expected is not None and expected != current:
+                        raise DecisionConflict(d.patient_id, d.alert_key, expected,
+                                               _current(conn, *k))
+                    versions[k] = current + 1
+                    rec = _with_version(d, current + 1)
+                    rows.append(_row(rec))
+                    out.append(rec)
+                conn.execute(insert(t.decisions), rows)
+        except IntegrityError:  # a concurrent writer took one of the versions first
+            first, seen = items[0]
+            with self.engine.connect() as conn:
+                now = _current(conn, first.patient_id, first.alert_key)
+            raise DecisionConflict(first.patient_id, first.alert_key,
+                                   seen if seen is not None else 0, now) from None
+        return out
+
+    def current(self, patient_id: str, alert_key: str) -> Decision | None:
+        with self.engine.connect() as conn:
+            return _current(conn, patient_id, alert_key)
+
+    def current_for(self, patient_id: str | None = None) -> dict[tuple[str, str], Decision]:
+        """The current decision on every alert (of one patient, or of all)."""
+        latest = select(t.decisions.c.patient_id, t.decisions.c.alert_key,
+                        func.max(t.decisions.c.version).label("v")).group_by(
+            t.decisions.c.patient_id, t.decisions.c.alert_key)
+        if patient_id is not None:
+            latest = latest.where(t.decisions.c.patient_id == patient_id)
+        m = latest.subquery()
+        q = select(t.decisions).join(m, and_(
+            t.decisions.c.patient_id == m.c.patient_id, t.decisions.c.alert_key == m.c.alert_key,
+            t.decisions.c.version == m.c.v))
+        with self.engine.connect() as conn:
+            return {(d.patient_id, d.alert_key): d for d in map(_decision, conn.execute(q))}
+
+    def current_for_keys(self, keys: Iterable[tuple[str, str]]
+                         ) -> dict[tuple[str, str], Decision]:
+        """The current decision on each (patient, alert key) that has one."""
+        wanted = set(keys)
+        out: dict[tuple[str, str], Decision] = {}
+        c = t.decisions.c
+        patients = sorted({p for p, _ in wanted})
+        with self.engine.connect() as conn:
+            for i in range(0, len(patients), 500):
+                q = select(t.decisions).where(c.patient_id.in_(patients[i:i + 500]))
+                for r in conn.execute(q):
+                    k = (r.patient_id, r.alert_key)
+                    if k in wanted and (k not in out or r.version > out[k].version):
+                        out[k] = _decision(r)
+        return out
+
+    def known_alerts(self, keys: Iterable[tuple[str, str]]
+                     ) -> dict[tuple[str, str], dict[str, str]]:
+        """What the store knows of each (patient, alert key) a run or a card showed: its
+        rule, pack, family, severity, summary, ingredients and band, as last seen."""
+        wanted = set(keys)
+        out: dict[tuple[str, str], dict[str, str]] = {}
+        patients = sorted({p for p, _ in wanted})
+        cols = ("rule", "pack", "family", "severity", "summary", "ingredients", "band", "level")
+        with self.engine.connect() as conn:
+            for i in range(0, len(patients), 500):
+                chunk = patients[i:i + 500]
+                for table, order in ((t.card_links, t.card_links.c.issued_at),
+                                     (t.sightings, t.sightings.c.run_id)):
+                    q = (select(table.c.patient_id, table.c.alert_key,
+                                *(table.c[c] for c in cols))
+                         .where(table.c.patient_id.in_(chunk)).order_by(order))
+                    for r in conn.execute(q):  # the latest seen last: it wins
+                        k = (r.patient_id, r.alert_key)
+                        if k in wanted:
+                            out[k] = {c: "" if getattr(r, c) is None else str(getattr(r, c))
+                                      for c in cols}
+        return out
+
+    def history(self, patient_id: str | None = None, alert_key: str | None = None,
+                since: datetime | None = None) -> list[Decision]:
+        """Who decided what and when: every row, oldest first (the audit trail)."""
+        q = select(t.decisions).order_by(t.decisions.c.decided_at, t.decisions.c.id)
+        if patient_id is not None:
+            q = q.where(t.decisions.c.patient_id == patient_id)
+        if alert_key is not None:
+            q = q.where(t.decisions.c.alert_key == alert_key)
+        if since is not None:
+            q = q.where(t.decisions.c.decided_at >= since)
+        with self.engine.connect() as conn:
+            return [_decision(r) for r in conn.execute(q)]
+
+    # -- panel runs -----------------------------------------------------------------------
+    def prior(self) -> Iterator[tuple[str, Prior]]:
+        """(patient id, Prior) for every patient the store knows: the sightings of their
+        latest review and their current decisions."""
+        seen: dict[str, list[Sighting]] = {}
+        q = select(t.sightings).join(t.reviewed, and_(
+            t.sightings.c.patient_id == t.reviewed.c.patient_id,
+            t.sightings.c.run_id == t.reviewed.c.run_id))
+        with self.engine.connect() as conn:
+            for r in conn.execute(q):
+                seen.setdefault(r.patient_id, []).append(_sighting(r))
+        decided: dict[str, dict[str, Decision]] = {}
+        for (pid, key), d in self.current_for().items():
+            decided.setdefault(pid, {})[key] = d
+        for pid in sorted(seen.keys() | decided.keys()):
+            yield pid, Prior(tuple(seen.get(pid, ())), decided.get(pid, {}))
+
+    def record_run(self, *, as_of: date, packs: Sequence[str], source: str | None,
+                   sightings: Iterable[tuple[Sighting, str]], patients: Iterable[PatientRow],
+                   statuses: dict[str, int]) -> int:
+        """Store a panel run: its sightings (each with its status) and, for every patient it
+        reviewed, that this is now their latest review. One transaction; returns the run id."""
+        with self.engine.begin() as conn:
+            run_id = conn.execute(insert(t.runs).values(
+                kind="panel", started_at=datetime.now(UTC), as_of=as_of,
+                packs=json.dumps(list(packs)), source=source, alerts=sum(statuses.values()),
+                statuses=json.dumps(statuses))).inserted_primary_key[0]  # type: ignore[index]
+            batch: list[dict[str, Any]] = []
+            for s, status in sightings:
+                batch.append({
+                    "run_id": run_id, "patient_id": s.patient_id, "alert_key": s.alert_key,
+                    "lineage": s.lineage, "rule": s.rule, "pack": s.pack, "family": s.family,
+                    "severity": s.severity, "summary": s.summary,
+                    "ingredients": "+".join(s.ingredients), "band": s.band, "level": s.level,
+                    "status": status})
+                if len(batch) >= 5000:
+                    conn.execute(insert(t.sightings), batch)
+                    batch = []
+            if batch:
+                conn.execute(insert(t.sightings), batch)
+            people = sorted({p.patient_id: p for p in patients}.values(),
+                            key=lambda p: p.patient_id)
+            for i in range(0, len(people), 5000):
+                chunk = people[i:i + 5000]
+                conn.execute(t.reviewed.delete().where(
+                    t.reviewed.c.patient_id.in_([p.patient_id for p in chunk])))
+                conn.execute(insert(t.reviewed), [
+                    {"patient_id": p.patient_id, "run_id": run_id, "mrn": p.mrn,
+                     "name": p.name, "birth_date": p.birth_date} for p in chunk])
+        return int(run_id)
+
+    def patients(self, ids: Iterable[str] | None = None) -> dict[str, PatientRow]:
+        """The patients' chart identifiers as of their latest review."""
+        q = select(t.reviewed)
+        wanted = set(ids) if ids is not None else None
+        with self.engine.connect() as conn:
+            return {r.patient_id: PatientRow(r.patient_id, r.mrn, r.name, r.birth_date)
+                    for r in conn.execute(q) if wanted is None or r.patient_id in wanted}
+
+    def runs(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(select(t.runs).order_by(t.runs.c.id))]
+
+    # -- CDS Hooks cards ------------------------------------------------------------------
+    def link_cards(self, links: Sequence[tuple[str, Sighting]]) -> None:
+        """Remember which patient and alert each card uuid was about (feedback names the card
+        only). A uuid already linked keeps its first link."""
+        if not links:
+            return
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            known = set(conn.execute(select(t.card_links.c.uuid).where(
+                t.card_links.c.uuid.in_([u for u, _ in links]))).scalars())
+            rows = [{"uuid": u, "patient_id": s.patient_id, "alert_key": s.alert_key,
+                     "rule": s.rule, "pack": s.pack, "family": s.family, "severity": s.severity,
+                     "summary": s.summary, "ingredients": "+".join(s.ingredients),
+                     "band": s.band, "level": s.level, "issued_at": now}
+                    for u, s in dict(links).items() if u not in known]
+            if rows:
+                conn.execute(insert(t.card_links), rows)
+
+    def card(self, uuid: str) -> Sighting | None:
+        with self.engine.connect() as conn:
+            r = conn.execute(select(t.card_links).where(t.card_links.c.uuid == uuid)).first()
+        if r is None:
+            return None
+        return Sighting(r.patient_id, r.alert_key, r.rule, r.pack, r.family, r.severity,
+                        r.summary, _split(r.ingredients), r.band, r.level)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _versions(conn: Connection, keys: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """The current version of each (patient, alert key) that has one: a query per 500
+    patients, not per decision (an import of 10,000 decisions)."""
+    out: dict[tuple[str, str], int] = {}
+    patients = sorted({pid for pid, _ in keys})
+    c = t.decisions.c
+    for i in range(0, len(patients), 500):
+        q = select(c.patient_id, c.alert_key, func.max(c.version)).where(
+            c.patient_id.in_(patients[i:i + 500])).group_by(c.patient_id, c.alert_key)
+        for pid, key, v in conn.execute(q):
+            if (pid, key) in keys:
+                out[(pid, key)] = int(v)
+    return out
+
+
+def _current(conn: Connection, patient_id: str, alert_key: str) -> Decision | None:
+    c = t.decisions.c
+    r = conn.execute(select(t.decisions).where(c.patient_id == patient_id,
+                                               c.alert_key == alert_key)
+                     .order_by(c.version.desc()).limit(1)).first()
+    return _decision(r) if r is not None else None
+
+
+def _with_version(d: Decision, version: int) -> Decision:
+    return replace(d, version=version, decided_at=_utc(d.decided_at))
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def _row(d: Decision) -> dict[str, Any]:
+    return {"patient_id": d.patient_id, "alert_key": d.alert_key, "version": d.version,
+            "state": d.state, "reason_system": d.reason_system, "reason_code": d.reason_code,
+            "reason_display": d.reason_display, "note": d.note, "follow_up": d.follow_up,
+            "snooze_until": d.snooze_until, "referred_to": d.referred_to, "author": d.author,
+            "decided_at": d.decided_at, "pack": d.pack, "rule": d.rule, "family": d.family,
+            "severity": d.severity,
+            "summary": d.summary, "ingredients": "+".join(d.ingredients), "band": d.band,
+            "level": d.level, "source": d.source, "rationale": d.rationale, "actions": "\n".join(d.actions),
+            "order_ids": "\n".join(d.order_ids), "prescribers": "\n".join(d.prescribers)}
+
+
+def _split(text: str | None) -> tuple[str, ...]:
+    return tuple(text.split("+")) if text else ()
+
+
+def _decision(r: Any) -> Decision:
+    return Decision(
+        patient_id=r.patient_id, alert_key=r.alert_key, state=r.state, author=r.author,
+        decided_at=_utc(r.decided_at), version=r.version, reason_system=r.reason_system,
+        reason_code=r.reason_code, reason_display=r.reason_display, note=r.note,
+        follow_up=r.follow_up, snooze_until=r.snooze_until, referred_to=r.referred_to,
+        pack=r.pack, rule=r.rule, family=r.family, severity=r.severity, summary=r.summary,
+        ingredients=_split(r.ingredients), band=r.band, level=r.level, source=r.source,
+        rationale=r.rationale,
+        actions=_lines(r.actions), order_ids=_lines(r.order_ids),
+        prescribers=_lines(r.prescribers))
+
+
+def _lines(text: str | None) -> tuple[str, ...]:
+    return tuple(text.split("\n")) if text else ()
+
+
+def _sighting(r: Any) -> Sighting:
+    return Sighting(r.patient_id, r.alert_key, r.rule, r.pack, r.family, r.severity, r.summary,
+                    _split(r.ingredients), r.band, r.level, r.lineage)
