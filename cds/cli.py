@@ -119,6 +119,9 @@ def check(
     as_of: AsOfOpt = None,
     engine: Annotated[EngineName, typer.Option("--engine")] = EngineName.indexed,
     max_medications: MaxMedsOpt = MAX_MEDICATIONS,
+    db: Annotated[str | None, typer.Option(
+        "--db", help="Decisions store (SQLite file or postgresql:// URL): show each alert's "
+                     "standing decision and status.")] = None,
 ) -> None:
     """Check one patient and print the MME, unrecognized medications and alerts."""
     from cds.io import read_patient
@@ -132,11 +135,42 @@ def check(
         result = eng.evaluate(patient, as_of=_as_of(as_of))
     except CdsError as e:
         fail(f"{file}: {e}")
+    judged = _standing(db, result) if db else {}
     if format is Format.json:
-        _emit(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
+        doc = result.to_dict()
+        if db:
+            for a in doc["alerts"]:
+                j = judged[a["key"]]
+                a["status"], a["changed_because"] = j.status, j.why
+                a["decision"] = _decision_json(j.decision)
+        _emit(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
         return
-    _print_result(result)
+    _print_result(result, judged)
     _emit(b"")
+
+
+def _standing(db: str, result):  # type: ignore[no-untyped-def]
+    """alert key -> Judged: each alert against the decisions on file for the patient."""
+    from cds.decisions.carry import judge, sighting_of
+
+    prescribers = {m.order_id: m.prescriber for m in result.summary.medications if m.prescriber}
+    sightings = [sighting_of(result.patient, a, prescribers) for a in result.alerts]
+    with _store(db) as store:
+        current = {k: d for (_, k), d in store.current_for(result.patient).items()}
+        # known to the store from now on: `cds review decide` can file a decision on them
+        store.link_cards([(f"check|{s.patient_id}|{s.alert_key}", s) for s in sightings])
+    return {j.sighting.alert_key: j for j in judge(sightings, (), current, result.as_of)
+            if j.status != "gone"}
+
+
+def _decision_json(d):  # type: ignore[no-untyped-def]
+    if d is None:
+        return None
+    return {"state": d.state, "version": d.version, "author": d.author,
+            "decided_at": d.decided_at.isoformat(), "reason": d.reason_code, "note": d.note,
+            "follow_up": d.follow_up.isoformat() if d.follow_up else None,
+            "snooze_until": d.snooze_until.isoformat() if d.snooze_until else None,
+            "referred_to": d.referred_to}
 
 
 def _emit(data: bytes) -> None:
@@ -155,7 +189,7 @@ def _emit(data: bytes) -> None:
         raise typer.Exit(4)
 
 
-def _print_result(result) -> None:  # type: ignore[no-untyped-def]
+def _print_result(result, judged=None) -> None:  # type: ignore[no-untyped-def]
     out.print(f"[bold]Patient[/] {result.patient}   as of {result.as_of}   "
               f"packs: {', '.join(result.packs)}")
     if result.not_reviewed:
@@ -189,10 +223,17 @@ def _print_result(result) -> None:  # type: ignore[no-untyped-def]
     t.add_column("alert")
     t.add_column("for")
     for a in result.alerts:
+        j = (judged or {}).get(a.key)
+        said = ""
+        if j is not None:
+            d = j.decision
+            said = f"\n[cyan]{j.status}[/]" + (f": {j.why}" if j.why else "") + (
+                f"; decision on file: {d.state} by {d.author} on {d.decided_at:%Y-%m-%d}"
+                + (f" ({d.reason_code})" if d.reason_code else "") if d else "")
         t.add_row(str(a.priority), f"[{SEVERITY_STYLE[a.severity]}]{a.severity}[/]",
                   f"[bold]{a.summary}[/]\n{a.rationale}\n[dim]{a.rule} ({a.pack})"
                   + (f"; also {', '.join(a.also)}" if a.also else "") + "[/]"
-                  + "".join(f"\n-> {x}" for x in a.actions),
+                  + "".join(f"\n-> {x}" for x in a.actions) + said,
                   a.role)
     out.print(t)
 
@@ -454,7 +495,8 @@ def review_import(
 ) -> None:
     """Apply the decisions of a filled-in worklist or alerts CSV: every row checked first;
     one bad row applies nothing (unless --partial)."""
-    from cds.decisions.csv_import import import_csv, responses_of, write_rejects
+    from cds.decisions.csv_import import import_csv, write_rejects
+    from cds.decisions.reasons import responses_of
 
     with _store(db) as store:
         try:
@@ -497,7 +539,8 @@ def review_decide(
     pack: PacksOpt = None,
 ) -> None:
     """Record one decision (for scripts); the same checks as an import."""
-    from cds.decisions.csv_import import import_row, responses_of
+    from cds.decisions.csv_import import import_row
+    from cds.decisions.reasons import responses_of
     from cds.decisions.store import DecisionConflict
 
     row = {"patient_id": patient, "alert_key": alert_key, "decision": state,

@@ -14,21 +14,19 @@ file can go back and forth without adding a decision per round trip.
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from cds.decisions.model import STATES, Decision
+from cds.decisions.reasons import Responses
 from cds.decisions.store import DecisionStore
 from cds.errors import CdsError, InputError
-from cds.rules.loader import Pack
 from cds.vocabulary import OVERRIDE_REASON_SYSTEM, reasons_for
 
 #: Columns an import reads; the file may have any others.
 REQUIRED = ("patient_id", "alert_key", "decision")
-#: rule ("pack/rule") -> (code, display, snooze days) of the rule's own responses
-Responses = Callable[[str], Sequence[tuple[str, str, int | None]]]
 
 
 @dataclass
@@ -110,14 +108,6 @@ def import_row(store: DecisionStore, row: dict[str, str], *, author: str,
     except _Bad as e:
         raise InputError(e.message, field=e.column) from None
     return store.decide(d, expected if check_version else None)
-
-
-def responses_of(packs: Sequence[Pack]) -> Responses:
-    """rule ("pack/rule") -> the responses the rule offers (its own reasons, snoozes)."""
-    table = {f"{p.id}/{lr.rule.id}": tuple((r.code, r.display, r.snooze_days)
-                                          for r in lr.rule.responses)
-             for p in packs for lr in p.rules}
-    return lambda rule: table.get(rule, ())
 
 
 def write_rejects(path: Path, rejects: Sequence[Reject]) -> None:

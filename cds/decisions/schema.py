@@ -6,8 +6,8 @@ by the migrations' tests. A schema change is a new Alembic migration
   unique (patient, alert key, version) makes two concurrent decisions on one version fail);
 - `runs`, `sightings`, `reviewed`: what each panel run found, and each patient's latest run,
   so the next run can tell new, changed, open, unchanged and gone;
-- `card_links`: which patient and alert a CDS Hooks card was about, so feedback on the card
-  becomes a decision.
+- `card_links`: which patient and alert a CDS Hooks card (or a `cds check --db`) showed, so
+  feedback on the card becomes a decision and the alert is known to `cds review decide`.
 """
 
 from __future__ import annotations

@@ -34,7 +34,12 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 
+from cds.decisions.carry import judge, sighting_of
+from cds.decisions.model import Decision, Judged
+from cds.decisions.reasons import from_feedback, responses_of
+from cds.decisions.store import DecisionStore, default_db
 from cds.engine.alerts import Alert
+from cds.engine.result import Result
 from cds.errors import CdsError, PackErrors, TooManyMedications
 from cds.service.assemble import Assembled, BadRequest, assemble
 from cds.service.assemble import patient_id as normalize_patient_id
@@ -43,12 +48,19 @@ from cds.service.cards import (
     CardContext,
     alert_to_card,
     incomplete_card,
+    md,
     not_reviewed_card,
     order_alerts,
 )
 from cds.service.config import ConfigError, Settings, load_settings
 from cds.service.discovery import SERVICES, Service, discovery
-from cds.service.feedback import FeedbackError, FeedbackStore, IssuedCard, parse_feedback
+from cds.service.feedback import (
+    FeedbackError,
+    FeedbackStore,
+    IssuedCard,
+    Outcome,
+    parse_feedback,
+)
 from cds.service.middleware import Guard, incident_of, internal_error
 from cds.service.prefetch import (
     KEY_KINDS,
@@ -100,6 +112,8 @@ class ServiceState:
     allow_unsigned: bool
     config_path: Path | None
     client: httpx.AsyncClient | None = None
+    #: the pharmacists' decisions (settings.decisions_db or $CDS_DB), if the service has one
+    decisions: DecisionStore | None = None
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def http(self) -> httpx.AsyncClient:
@@ -125,10 +139,12 @@ def create_app(settings: Settings | None = None, *, config_path: Path | str | No
         return state_box["state"].http()
 
     store = FeedbackStore(settings.feedback_db)
+    decisions_db = settings.decisions_db or default_db()
     state = ServiceState(
         settings=settings, holder=holder, verifier=Verifier(settings, client_factory, store),
         feedback=store, base_url=settings.service_base(host, port),
-        allow_unsigned=unsigned, config_path=Path(config_path) if config_path else None)
+        allow_unsigned=unsigned, config_path=Path(config_path) if config_path else None,
+        decisions=DecisionStore(decisions_db) if decisions_db else None)
     state_box["state"] = state
 
     @asynccontextmanager
@@ -139,6 +155,8 @@ def create_app(settings: Settings | None = None, *, config_path: Path | str | No
             if state.client is not None:
                 await state.client.aclose()
             state.feedback.close()
+            if state.decisions is not None:
+                state.decisions.close()
 
     app = FastAPI(title="cds CDS Hooks service", docs_url=None, redoc_url=None,
                   openapi_url=None, lifespan=lifespan)
@@ -196,12 +214,20 @@ def create_app(settings: Settings | None = None, *, config_path: Path | str | No
             except FeedbackError as e:
                 raise HTTPProblem(400, "bad-request", e.message, e.field) from None
             client = claims.get("iss") if claims else None
-            n = await anyio.to_thread.run_sync(state.feedback.record, service_id, outcomes,
-                                               client)
+            new = await anyio.to_thread.run_sync(state.feedback.record, service_id, outcomes,
+                                                 client)
+            decided = 0
+            if state.decisions is not None and new:
+                author = str((claims or {}).get("sub") or client or "CDS Hooks client")
+                decided = await anyio.to_thread.run_sync(_decide_from_feedback, state, new,
+                                                         author)
         except HTTPProblem as p:
             return p.response()
-        log.info("feedback %s -> 200 outcomes=%d", service_id, n)
-        return _json({"stored": n, "already_stored": len(outcomes) - n})
+        log.info("feedback %s -> 200 outcomes=%d", service_id, len(new))
+        body = {"stored": len(new), "already_stored": len(outcomes) - len(new)}
+        if state.decisions is not None:
+            body["decisions"] = decided
+        return _json(body)
 
     def admin(request: Request) -> None:
         secret = settings.admin_secret()
@@ -321,7 +347,7 @@ async def _hook(state: ServiceState, service_id: str, request: Request,
     fetch_ms = (time.perf_counter() - t_fetch) * 1000
     snap = state.holder.get()  # one engine for the whole call, whatever a reload does
     work = _Work(service, snap, patient_id, got.values, context, instance, state.base_url,
-                 settings, today)
+                 settings, today, state.decisions)
     work.unavailable = frozenset(k for key in got.missing for k in KEY_KINDS.get(key, ()))
     try:
         cards, issued, engine_ms = await anyio.to_thread.run_sync(work.run)
@@ -376,8 +402,10 @@ class _Work:
 
     def __init__(self, service: Service, snap: Snapshot, patient_id: str,
                  values: dict[str, Any], context: dict[str, Any], instance: str, base_url: str,
-                 settings: Settings, today: date) -> None:
+                 settings: Settings, today: date,
+                 decisions: DecisionStore | None = None) -> None:
         self.service = service
+        self.decisions = decisions
         self.snap = snap
         self.patient_id = patient_id
         self.values = values
@@ -426,14 +454,68 @@ class _Work:
             self.not_reviewed = True
             card = not_reviewed_card(self.ctx, result.not_reviewed, service_label=SERVICE_LABEL)
             return [card], [_issued(card, self.service.id, self.instance, None)], engine_ms
-        for alert in order_alerts(result.alerts):
-            if alert.family == DATA_QUALITY:
-                self.unchecked.append(alert)
-                continue
+        alerts = [a for a in order_alerts(result.alerts) if a.family != DATA_QUALITY]
+        self.unchecked = [a for a in result.alerts if a.family == DATA_QUALITY]
+        judged = self._judged(result, alerts)
+        links = []
+        for alert in alerts:
+            j = judged.get(alert.key)
+            if j is not None and j.status == "unchanged" and self.settings.standing_decisions == "hide":
+                continue  # a standing decision covers it, and nothing it was made on changed
             card = alert_to_card(alert, self.ctx)
+            if j is not None and j.decision is not None:
+                card = _with_decision(card, j.status, j.why, j.decision)
             cards.append(card)
             issued.append(_issued(card, self.service.id, self.instance, alert))
+            if j is not None:
+                links.append((card["uuid"], j.sighting))
+        if self.decisions is not None and links:
+            self.decisions.link_cards(links)
         return cards, issued, engine_ms
+
+    def _judged(self, result: Result, alerts: list[Alert]) -> dict[str, Judged]:
+        """Each alert's status against the decisions on file (none: an empty map)."""
+        if self.decisions is None:
+            return {}
+        prescribers = {m.order_id: m.prescriber for m in result.summary.medications
+                       if m.prescriber}
+        sightings = [sighting_of(self.patient_id, a, prescribers) for a in alerts]
+        current = {k: d for (_, k), d in self.decisions.current_for(self.patient_id).items()}
+        return {j.sighting.alert_key: j for j in judge(sightings, (), current, self.today)
+                if j.status != "gone"}
+
+
+def _with_decision(card: dict[str, Any], status: str, why: str, d: Decision) -> dict[str, Any]:
+    """A card whose alert has a decision on file says it: shown as info while the decision
+    stands (`standing_decisions: info`), or re-opened with what changed."""
+    said = md(f"{d.state} by {d.author} on {d.decided_at:%Y-%m-%d}"
+              + (f" ({d.reason_display or d.reason_code})" if d.reason_code else "")
+              + (f": {d.note}" if d.note else ""))
+    if status == "unchanged":
+        return {**card, "indicator": "info",
+                "detail": f"**Decision on file**: {said}.\n\n{card.get('detail', '')}"}
+    if status == "changed":
+        return {**card, "detail": f"**Re-opened**: {md(why)} since the decision on file "
+                                  f"({said}).\n\n{card.get('detail', '')}"}
+    return card
+
+
+def _decide_from_feedback(state: ServiceState, outcomes: list[Outcome], author: str) -> int:
+    """Record each new outcome on a card the service linked to an alert as a decision."""
+    assert state.decisions is not None
+    responses = responses_of(state.holder.get().engine.packs)
+    made = 0
+    for o in outcomes:
+        s = state.decisions.card(o.card)
+        if s is None:  # a card issued without a store, or by another service
+            continue
+        at = datetime.fromisoformat(o.timestamp.replace("Z", "+00:00"))
+        state.decisions.decide(from_feedback(
+            s, outcome=o.outcome, reason_system=o.reason_system, reason_code=o.reason_code,
+            reason_display=o.reason_display, comment=o.user_comment, at=at, author=author,
+            responses=responses))
+        made += 1
+    return made
 
 
 async def reload_engine(state: ServiceState) -> dict[str, Any]:

@@ -98,6 +98,12 @@ class Settings(_Strict):
     #: medication records one call may carry (prefetch and drafts); more: 413
     max_medications: int = Field(default=300, ge=1)
     feedback_db: Path = Path("cds-feedback.sqlite3")
+    #: The pharmacists' decisions store (an SQLite file or a postgresql:// URL; default
+    #: $CDS_DB, else none): a card whose alert has a standing decision is held back (or shown
+    #: as info, `standing_decisions: info`) until the alert changes; an override or a snooze
+    #: given as feedback on a card is recorded as a decision.
+    decisions_db: str | None = None
+    standing_decisions: Literal["hide", "info"] = "hide"
     #: Keep the clinician's free-text override comment (it may hold patient details).
     store_user_comments: bool = True
     #: Bearer secret for /admin/* (or the CDS_ADMIN_TOKEN environment variable).
@@ -162,8 +168,9 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
             raise ConfigError(f"{source}: expected a mapping of settings")
         data.update(doc)
         base = Path(path).resolve().parent
-        for key in ("feedback_db",):
-            if key in data and isinstance(data[key], str) and not Path(data[key]).is_absolute():
+        for key in ("feedback_db", "decisions_db"):
+            if (key in data and isinstance(data[key], str) and "://" not in data[key]
+                    and not Path(data[key]).is_absolute()):
                 data[key] = str(base / data[key])
         for issuer in data.get("issuers") or []:
             f = issuer.get("jwks_file") if isinstance(issuer, dict) else None

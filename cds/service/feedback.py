@@ -264,26 +264,30 @@ class FeedbackStore:
         done.wait(timeout)
 
     # -- feedback (synchronous, durable) ------------------------------------------
-    def record(self, service: str, outcomes: list[Outcome], client: str | None = None) -> int:
-        """Store the outcomes; returns how many were new (an EHR that retries a feedback call
-        posts the same outcomes again: they are stored once)."""
+    def record(self, service: str, outcomes: list[Outcome],
+               client: str | None = None) -> list[Outcome]:
+        """Store the outcomes; returns those that were new (an EHR that retries a feedback
+        call posts the same outcomes again: they are stored once)."""
         now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-        rows = []
-        for o in outcomes:
-            accepted = json.dumps(list(o.accepted))
-            key = "\x1f".join((service, o.card, o.outcome, o.timestamp, accepted,
-                               o.reason_system or "", o.reason_code or "", o.user_comment or ""))
-            rows.append((service, o.card, o.outcome, accepted, o.reason_system, o.reason_code,
-                         o.reason_display, o.user_comment, o.timestamp, now, client, key))
+        new: list[Outcome] = []
         with self._lock:
-            before = self._db.total_changes
             self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT OR IGNORE INTO feedback (service, card, outcome, accepted_suggestions, "
-                "reason_system, reason_code, reason_display, user_comment, outcome_timestamp, "
-                "received_at, client, outcome_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            for o in outcomes:
+                accepted = json.dumps(list(o.accepted))
+                key = "\x1f".join((service, o.card, o.outcome, o.timestamp, accepted,
+                                   o.reason_system or "", o.reason_code or "",
+                                   o.user_comment or ""))
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO feedback (service, card, outcome, "
+                    "accepted_suggestions, reason_system, reason_code, reason_display, "
+                    "user_comment, outcome_timestamp, received_at, client, outcome_key) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (service, o.card, o.outcome, accepted, o.reason_system, o.reason_code,
+                     o.reason_display, o.user_comment, o.timestamp, now, client, key))
+                if cur.rowcount:
+                    new.append(o)
             self._db.execute("COMMIT")
-            return self._db.total_changes - before
+        return new
 
     # -- token ids (synchronous, durable) -----------------------------------------
     def remember_token(self, key: str, expires: float, now: float) -> bool:
