@@ -75,7 +75,8 @@ def test_feedback_parse_and_store(tmp_path: Path) -> None:
     try:
         store.issued([IssuedCard("c1", "order-sign", "h", "p/r", "p@1", "d", "interaction",
                                  "high", "warning", False, {}, "2026-11-26T10:00:00Z")])
-        assert store.record("order-sign", outcomes) == 2
+        assert store.record("order-sign", outcomes) == outcomes  # both new
+        assert store.record("order-sign", outcomes) == []  # the same again: stored once
         rows = {r["rule"]: r for r in store.burden()}
         assert rows["p/r"]["issued"] == 1 and rows["p/r"]["overridden"] == 1
         assert rows["p/r"]["override_reasons"] == {"patient-monitored": 1}

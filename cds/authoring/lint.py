@@ -2,11 +2,38 @@
 
 from __future__ import annotations
 
+import re
 import string
 
 from cds.engine.kinds import kind_of
 from cds.knowledge.store import Knowledge
 from cds.rules.loader import Pack
+from cds.rules.models import Action
+
+#: Words that make an action about an order being placed now: it fits only a finding with a
+#: draft order (order-select, order-sign), never a panel review or patient-view.
+NEW_ORDER_WORDS = re.compile(
+    r"\b(?:newly (?:ordered|prescribed)|new (?:[\w-]+ )?(?:order|prescription)s?|draft"
+    r"|being (?:signed|ordered|prescribed)|do not start|don't start"
+    r"|before (?:prescribing|signing|ordering)|avoid (?:adding|starting))\b", re.IGNORECASE)
+#: Naloxone advice: never said to a patient with naloxone on file.
+NALOXONE_WORDS = re.compile(r"\bnaloxone\b", re.IGNORECASE)
+
+
+def action_warnings(action: Action) -> list[str]:
+    """What an action's text says about its context that its marking does not: a new order
+    without `when: draft` (or a remove-draft suggestion), naloxone without `when: no-naloxone`
+    (or an add-naloxone suggestion)."""
+    out = []
+    needs = action.needs
+    if "draft" not in needs and NEW_ORDER_WORDS.search(action.text):
+        out.append("speaks of a new order but is said in every context (a panel review, "
+                   "patient-view): mark it `when: draft` (or give it a remove-draft "
+                   "suggestion), or word it for medications already on file")
+    if "no-naloxone" not in needs and NALOXONE_WORDS.search(action.text):
+        out.append("advises naloxone but is said when naloxone is on file too: mark it "
+                   "`when: no-naloxone` (or give it an add-naloxone suggestion)")
+    return out
 
 
 def _fields(template: str) -> set[str]:
@@ -45,4 +72,7 @@ def lint_warnings(pack: Pack, kb: Knowledge) -> list[str]:
             if unknown:
                 out.append(f"{where}: field {part}: placeholders {sorted(unknown)} are not "
                            f"filled by {r.type} rules (fillable: {sorted(allowed)})")
+        for i, action in enumerate(r.actions):
+            out += [f"{where}: field actions[{i}]: {action.text!r} {w}"
+                    for w in action_warnings(action)]
     return out

@@ -278,7 +278,11 @@ class DecisionStore:
                 packs=json.dumps(list(packs)), source=source, alerts=sum(statuses.values()),
                 statuses=json.dumps(statuses))).inserted_primary_key[0]  # type: ignore[index]
             batch: list[dict[str, Any]] = []
+            seen: set[tuple[str, str]] = set()
             for s, status in sightings:
+                if (s.patient_id, s.alert_key) in seen:
+                    continue  # two orders of one drug: one alert key, one sighting
+                seen.add((s.patient_id, s.alert_key))
                 batch.append({
                     "run_id": run_id, "patient_id": s.patient_id, "alert_key": s.alert_key,
                     "lineage": s.lineage, "rule": s.rule, "pack": s.pack, "family": s.family,

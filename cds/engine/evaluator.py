@@ -86,7 +86,7 @@ class Engine:
         if out_of_scope:  # a pack's scope: its rules do not speak for this patient
             findings = [f for f in findings
                         if f.rule.pack_ref not in out_of_scope or not f.rule.rule.scoped]
-        return self._referrals(to_alerts(findings, facts), facts)
+        return self._referrals(to_alerts(findings, facts, self.kb), facts)
 
     def evaluate(self, patient: Patient, as_of: date,
                  draft_orders: Iterable[MedicationOrder] = ()) -> Result:

@@ -11,12 +11,15 @@ Severity always dominates; modifiers order alerts within a severity.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from cds.engine.alerts import Alert, CompiledRule, Finding, Suggestion, alert_key
+from cds.engine.kinds.escalation import naloxone_on_file
 from cds.engine.kinds.interaction import pairs_finding
 from cds.engine.rationale import fill, rationale
 from cds.knowledge.facts import Facts
+from cds.knowledge.store import Knowledge
+from cds.rules.models import Action
 from cds.vocabulary import SEVERITY_RANK
 
 SEVERITY_BASE = {"critical": 400, "high": 300, "moderate": 200, "low": 100, "info": 0}
@@ -134,9 +137,33 @@ def merge_pairs(groups: list[tuple[Finding, list[Finding]]]
     return out
 
 
-def _suggestions(f: Finding) -> tuple[Suggestion, ...]:
+def fitting_actions(f: Finding, naloxone: Callable[[], bool]) -> list[Action]:
+    """The rule's actions that fit the finding's context (an action's `needs`, its `when:`
+    and what its suggestion implies): `draft` ones only when a draft order is among the
+    finding's medications (never in a panel review or patient-view), `no-draft` ones only
+    when none is, `no-naloxone` ones only when `naloxone()` (asked once, when needed) says
+    none is on file."""
+    draft: bool | None = None
     out = []
     for action in f.rule.rule.actions:
+        if action.suggestion is None and not action.when:
+            out.append(action)
+            continue
+        needs = action.needs
+        if "draft" in needs or "no-draft" in needs:
+            if draft is None:
+                draft = any(m.draft for m in f.meds)
+            if draft != ("draft" in needs):
+                continue
+        if "no-naloxone" in needs and naloxone():
+            continue
+        out.append(action)
+    return out
+
+
+def _suggestions(f: Finding, actions: Iterable[Action]) -> tuple[Suggestion, ...]:
+    out = []
+    for action in actions:
         s = action.suggestion
         if s is None:
             continue
@@ -158,9 +185,19 @@ def _summary(template: str, values: dict[str, object]) -> str:
     return text if len(text) < 140 else text[:138] + "…"
 
 
-def to_alerts(findings: Iterable[Finding], facts: Facts) -> list[Alert]:
+def to_alerts(findings: Iterable[Finding], facts: Facts, kb: Knowledge) -> list[Alert]:
+    """The findings as alerts, deduplicated, merged and ordered; each alert says the rule's
+    actions that fit its context (fitting_actions). `kb` decides which medications are
+    naloxone."""
     base = risk_modifiers(facts)
     values_cache: dict[str, str] = {}
+    known: list[bool] = []  # naloxone on file: decided once per patient, when first asked
+
+    def naloxone() -> bool:
+        if not known:
+            known.append(naloxone_on_file(facts, kb))
+        return known[0]
+
     alerts = []
     for best, others in merge_pairs(deduplicate(findings)):
         rule = best.rule.rule
@@ -169,7 +206,7 @@ def to_alerts(findings: Iterable[Finding], facts: Facts) -> list[Alert]:
         # the rule and the medications identify a finding (its key adds nothing to them)
         digest = hashlib.sha1(
             f"{facts.patient_id}|{best.rule.ref}|{'|'.join(order_ids)}".encode()).hexdigest()[:16]
-        actions = [a.text for a in rule.actions]
+        actions = fitting_actions(best, naloxone)
         subject, band = best.rule.kind.identity(best)
         alerts.append(Alert(
             id=digest, rule=best.rule.ref, pack=best.rule.pack_ref,
@@ -180,11 +217,12 @@ def to_alerts(findings: Iterable[Finding], facts: Facts) -> list[Alert]:
             sources=(tuple(dict.fromkeys([*rule.sources, *(
                 s for o in sorted(others, key=lambda o: o.rule.ref) for s in o.rule.rule.sources)]))
                      if others else tuple(rule.sources)),
-            actions=tuple(actions), order_ids=order_ids,
+            actions=tuple(a.text for a in actions), order_ids=order_ids,
             also=tuple(sorted({o.rule.ref for o in others})) if others else (),
             role=best.rule.role,
             interruptive=rule.interruptive, draft=any(m.draft for m in meds),
-            evidence=rule.evidence, suggestions=_suggestions(best), values=best.values,
+            evidence=rule.evidence, suggestions=_suggestions(best, actions),
+            values=best.values,
             responses=tuple((r.code, r.display, r.snooze_days) for r in rule.responses),
             key=alert_key(best.rule.ref, subject, band), band=band,
             ingredients=tuple(sorted({i for m in meds for i in m.ingredients})),

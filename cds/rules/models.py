@@ -32,14 +32,48 @@ class Suggestion(_Strict):
     label: str = Field(max_length=120)
 
 
+#: The contexts an action may need (an action's `when:`): `draft`, the finding involves a
+#: draft order (CDS Hooks order-select, order-sign); `no-draft`, it does not (a panel review,
+#: patient-view, or an order-sign whose finding is about medications already on file);
+#: `no-naloxone`, no naloxone is on file (current, or ordered or dispensed within the
+#: no-naloxone rules' look-back).
+ActionContext = Literal["draft", "no-draft", "no-naloxone"]
+
+#: The context a suggestion kind implies for its action.
+IMPLIED_CONTEXT: dict[str, ActionContext] = {"remove-draft": "draft",
+                                            "add-naloxone": "no-naloxone"}
+
+
 class Action(_Strict):
     text: str
     suggestion: Suggestion | None = None
+    #: When the action is said at all (see ActionContext); an alert leaves out an action whose
+    #: context does not hold. A remove-draft suggestion implies `draft`, an add-naloxone one
+    #: `no-naloxone`.
+    when: list[ActionContext] = Field(default_factory=list)
+
+    _lists = field_validator("when", mode="before")(_as_list)
 
     @model_validator(mode="before")
     @classmethod
     def _plain(cls, v: object) -> object:
         return {"text": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _contexts_agree(self) -> Action:
+        if {"draft", "no-draft"} <= self.needs:
+            raise ValueError("an action cannot need both 'draft' and 'no-draft'"
+                             + (f" (its {self.suggestion.kind} suggestion implies "
+                                f"'{IMPLIED_CONTEXT[self.suggestion.kind]}')"
+                                if self.suggestion and self.suggestion.kind in IMPLIED_CONTEXT
+                                else ""))
+        return self
+
+    @property
+    def needs(self) -> frozenset[str]:
+        """The contexts the action is said in: its `when`, and what its suggestion implies."""
+        implied = IMPLIED_CONTEXT.get(self.suggestion.kind) if self.suggestion else None
+        return frozenset(self.when) | ({implied} if implied else set())
 
 
 class DoseLimit(_Strict):

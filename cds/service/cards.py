@@ -4,7 +4,8 @@ Pure functions of their inputs: no I/O, no logging. Every card keeps the specifi
 constraints: `summary` under 140 characters, `indicator` one of info|warning|critical,
 `source.label` set, `selectionBehavior` whenever there are suggestions, `overrideReasons`
 as Codings, and suggestion actions that are create/update (with a whole resource) or delete
-(with a relative `resourceId`).
+(with a relative `resourceId`). A suggestion (its kind and target) is offered once per
+response, on the highest-priority card that has it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import copy
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cds.engine.alerts import Alert, Suggestion
@@ -297,11 +298,42 @@ def alert_to_card(alert: Alert, ctx: CardContext) -> dict[str, Any]:
     return card
 
 
+def suggestion_key(s: Suggestion) -> tuple[object, ...]:
+    """What a suggestion does, whichever alert offers it: its kind and its target. Naloxone is
+    one product for the patient; a test or a referral is the service its label names; the
+    other kinds act on their orders (with a dose, for reduce-dose)."""
+    if s.kind == "add-naloxone":
+        return (s.kind,)
+    if s.kind in ("order-toxicology-screen", "refer"):
+        return (s.kind, s.label)
+    return (s.kind, tuple(sorted(s.order_ids)), s.max_daily_dose, s.unit)
+
+
+def offer_once(alerts: Sequence[Alert]) -> list[Alert]:
+    """The alerts (in their order) with each suggestion offered once per response: kept on the
+    highest-priority alert offering it (the first of them on a tie), left out of the others.
+    A client would otherwise show one order (create naloxone, delete a draft) as several
+    buttons, each accepted apart, under a different suggestion uuid."""
+    owner: dict[tuple[object, ...], tuple[int, int]] = {}  # key -> (alert, suggestion)
+    for n, a in enumerate(alerts):
+        for i, s in enumerate(a.suggestions):
+            k = suggestion_key(s)
+            if k not in owner or a.priority > alerts[owner[k][0]].priority:
+                owner[k] = (n, i)
+    out = []
+    for n, a in enumerate(alerts):
+        kept = tuple(s for i, s in enumerate(a.suggestions)
+                     if owner[suggestion_key(s)] == (n, i))
+        out.append(a if len(kept) == len(a.suggestions) else replace(a, suggestions=kept))
+    return out
+
+
 def order_alerts(alerts: Sequence[Alert]) -> list[Alert]:
-    """Alerts about draft orders first, then by priority (the engine's order within ties)."""
+    """The alerts in card order: those about draft orders first, then by priority (the
+    engine's order within ties); each suggestion on one card only (offer_once)."""
     ranked = list(enumerate(alerts))
     ranked.sort(key=lambda x: (not x[1].draft, -x[1].priority, x[0]))
-    return [a for _, a in ranked]
+    return offer_once([a for _, a in ranked])
 
 
 def cards_for(alerts: Sequence[Alert], ctx: CardContext) -> list[dict[str, Any]]:

@@ -14,6 +14,8 @@ from cds.engine.kinds.base import Condition, Index, RuleKind
 from cds.knowledge.facts import Facts
 from cds.knowledge.normalize import NormalizedMed
 from cds.knowledge.records import conditions_in
+from cds.knowledge.store import Knowledge
+from cds.rules.models import EscalationRule
 
 #: Naloxone dispensed or ordered this recently still counts as "on file".
 NALOXONE_LOOKBACK_DAYS = 730
@@ -21,6 +23,26 @@ NALOXONE_LOOKBACK_DAYS = 730
 
 def _finding(cr: CompiledRule, meds: Iterable[NormalizedMed], values: dict[str, Any]) -> Finding:
     return Finding(cr, tuple(meds), values, 0.0, ("escalation", cr.rule.kind))
+
+
+#: What counts as naloxone on file: what the no-naloxone escalation rules count by default
+#: (their `naloxone:` field), so that no alert advises naloxone the escalation kind finds.
+NALOXONE_REFS: tuple[str, ...] = tuple(
+    EscalationRule.model_fields["naloxone"].get_default(call_default_factory=True))
+
+
+def naloxone_on_file(facts: Facts, kb: Knowledge, refs: Iterable[str] = NALOXONE_REFS) -> bool:
+    """Is naloxone on file, as the no-naloxone escalation rule decides it: a current
+    medication (a draft order included) with an ingredient in `refs`, or one in the history
+    started, ordered or dispensed within NALOXONE_LOOKBACK_DAYS of the evaluation date."""
+    wanted = tuple(refs)
+    is_a = kb.classes.is_a
+    since = facts.as_of - timedelta(days=NALOXONE_LOOKBACK_DAYS)
+    for med in (*facts.meds, *facts.history):
+        if any(is_a(i, ref) for i in med.ingredients for ref in wanted) and (
+                med.current or (med.start or med.dispensed or date.min) >= since):
+            return True
+    return False
 
 
 def _no_naloxone(cr: CompiledRule, facts: Facts, index: Index) -> Finding | None:
@@ -42,12 +64,8 @@ def _no_naloxone(cr: CompiledRule, facts: Facts, index: Index) -> Finding | None
             reasons.append(f"history: {found.label}")
     if not reasons:
         return None
-    since = facts.as_of - timedelta(days=NALOXONE_LOOKBACK_DAYS)
-    is_a = index.kb.classes.is_a
-    for med in (*facts.meds, *facts.history):
-        is_naloxone = any(is_a(i, ref) for i in med.ingredients for ref in r.naloxone)
-        if is_naloxone and (med.current or (med.start or med.dispensed or date.min) >= since):
-            return None
+    if naloxone_on_file(facts, index.kb, r.naloxone):
+        return None
     return _finding(cr, opioids, {"mme": round(now, 1), "why": "; ".join(reasons)})
 
 
