@@ -422,6 +422,9 @@ def panel(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     max_medications: MaxMedsOpt = MAX_MEDICATIONS,
     db: DbOpt = None,
+    fhir: Annotated[bool, typer.Option(
+        "--fhir", help="Also write the alerts as FHIR DetectedIssue.ndjson and the referrals "
+                       "as Task.ndjson.")] = False,
 ) -> None:
     """Review a whole panel: alerts, worklist, quarantine and an HTML report."""
     from cds.panel.run import run_panel
@@ -429,7 +432,7 @@ def panel(
     try:
         run_panel(input, out_dir, resume=resume, executor=executor, scheduler=scheduler,
                   workers=workers, packs=pack, as_of=_as_of(as_of), shards=shards, top_n=top,
-                  quiet=quiet, max_medications=max_medications, db=db)
+                  quiet=quiet, max_medications=max_medications, db=db, fhir=fhir)
     except PackErrors as e:
         fail("rule packs failed to load:\n" + "\n".join(f"  {x}" for x in e.errors))
     except CdsError as e:

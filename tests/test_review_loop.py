@@ -9,6 +9,7 @@ import csv
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +177,20 @@ def test_an_override_holds_the_card_back_until_the_dose_rises(service: TestClien
     higher = _call(service, per_day=5)  # 75 MME/day: the decision was made on 60
     back = [c for c in higher if "MME/day" in c["summary"]]
     assert back and "Re-opened" in back[0]["detail"] and "rose from 60 to 75" in back[0]["detail"]
+
+
+def test_panel_fhir_export_validates(tmp_path: Path) -> None:
+    """`cds panel --fhir`: one DetectedIssue per alert key of the run, each valid FHIR."""
+    from fhir.resources.R4B.detectedissue import DetectedIssue  # R4 and R4B agree on it
+
+    from cds.panel.run import run_panel
+
+    src = write_panel(40, tmp_path / "export", seed=8, dirty=0)
+    info = run_panel(src, tmp_path / "out", packs=["opioid-safety", "interactions-core"],
+                     as_of=date(2026, 11, 26), quiet=True, workers=1,
+                     fhir=True)
+    lines = (tmp_path / "out" / "DetectedIssue.ndjson").read_bytes().splitlines()
+    keys = {(r["patient_id"], r["alert_key"]) for r in _rows(tmp_path / "out" / "alerts.csv")}
+    assert len(lines) == len(keys) == info["fhir"]["DetectedIssue.ndjson"] > 0
+    for line in lines:
+        DetectedIssue.model_validate(orjson.loads(line))

@@ -40,6 +40,7 @@ from cds.engine.evaluator import Engine, load_engine
 from cds.errors import CdsError
 from cds.limits import MAX_MEDICATIONS
 from cds.panel import merge as merging
+from cds.panel.export import write_fhir
 from cds.panel.partition import (
     UnitResult,
     cpu_count,
@@ -139,10 +140,12 @@ def run_panel(input: Path | str, out_dir: Path | str, *, resume: bool = False,
               packs: list[str] | None = None, as_of: date | None = None,
               shards: int | None = None, top_n: int = DEFAULT_TOP_N, quiet: bool = False,
               console: Console | None = None, engine: Engine | None = None,
-              max_medications: int = MAX_MEDICATIONS, db: str | None = None) -> dict[str, Any]:
+              max_medications: int = MAX_MEDICATIONS, db: str | None = None,
+              fhir: bool = False) -> dict[str, Any]:
     """Review every patient of a Bulk Data export (or CSV folder); returns run.json's content.
     `db`: the decisions store (default $CDS_DB, else OUT/decisions.sqlite3): each alert is
-    told new, changed, open, unchanged or gone against it, and the run is recorded in it."""
+    told new, changed, open, unchanged or gone against it, and the run is recorded in it.
+    `fhir`: also write the alerts as DetectedIssue.ndjson and the referrals as Task.ndjson."""
     t_start = time.perf_counter()
     console = console or Console(stderr=True, highlight=False, quiet=quiet)
     input_dir = Path(input).resolve()
@@ -212,6 +215,13 @@ def run_panel(input: Path | str, out_dir: Path | str, *, resume: bool = False,
         info["run_id"] = _record(store, work, manifest, eng, params, run_as_of,
                                  info["statuses"])
         timings["decisions_write"] = time.perf_counter() - t0
+        if fhir:
+            t0 = time.perf_counter()
+            n_issues, n_tasks = write_fhir(merging.shard_dirs(work, manifest["shards"]), store,
+                                           out, run_as_of)
+            info["fhir"] = {"DetectedIssue.ndjson": n_issues, "Task.ndjson": n_tasks}
+            info["outputs"] += ["DetectedIssue.ndjson", "Task.ndjson"]
+            timings["fhir"] = time.perf_counter() - t0
     finally:
         store.close()
     timings["total"] = time.perf_counter() - t_start
