@@ -70,10 +70,10 @@ def _tree_rss(root: int) -> tuple[int, int]:
     return total, biggest
 
 
-def review(n: int, out: Path) -> dict[str, Any]:
+def review(n: int, out: Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     src = _panel(n)
     cmd = [sys.executable, "-c", "from cds.cli import app; app()", "panel", str(src), "--out",
-           str(out), "--as-of", "2026-11-26", "-q"]
+           str(out), "--as-of", "2026-11-26", "-q", *extra]
     for p in PACKS:
         cmd += ["--pack", p]
     peak = {"sum": 0, "max": 0}

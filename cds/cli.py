@@ -57,7 +57,7 @@ MaxMedsOpt = Annotated[int, typer.Option(
     help="Medication records one patient may have (more: an error naming the patient).")]
 DbOpt = Annotated[str | None, typer.Option(
     "--db", help="Decisions store: an SQLite file or a postgresql:// URL (default: $CDS_DB; "
-                 "for a panel, OUT/decisions.sqlite3).")]
+                 "for a panel, OUT/decisions.sqlite3; 'none': no store).")]
 AsOfOpt = Annotated[str | None, typer.Option(
     "--as-of", help="Evaluation date, YYYY-MM-DD (default: today).")]
 

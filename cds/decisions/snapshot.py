@@ -5,7 +5,6 @@ database, so a run needs one read of the store, whatever its size or executor.""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,8 @@ def write_prior(store: DecisionStore, folder: Path, shards: int,
     buffers: dict[int, list[bytes]] = {}
     n = 0
     for pid, prior in store.prior():
-        line = orjson.dumps({"p": pid, "s": [_plain(asdict(s)) for s in prior.sightings],
-                             "d": {k: _plain(asdict(d)) for k, d in prior.decisions.items()}})
+        # orjson writes the (slotted) dataclasses, dates and datetimes itself: no asdict copy
+        line = orjson.dumps({"p": pid, "s": prior.sightings, "d": prior.decisions})
         buffers.setdefault(shard_of(pid, shards), []).append(line + b"\n")
         n += 1
     for k, lines in buffers.items():
@@ -47,10 +46,6 @@ def read_prior(folder: Path, shard: int) -> dict[str, Prior]:
     return out
 
 
-def _plain(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if v not in (None, (), "")}
-
-
 def _sighting(d: dict[str, Any]) -> Sighting:
     for k in ("ingredients", "actions", "order_ids", "prescribers"):
         if k in d:
@@ -61,7 +56,7 @@ def _sighting(d: dict[str, Any]) -> Sighting:
 def _decision(d: dict[str, Any]) -> Decision:
     d["decided_at"] = datetime.fromisoformat(d["decided_at"])
     for k in ("follow_up", "snooze_until"):
-        if k in d:
+        if d.get(k):
             d[k] = date.fromisoformat(d[k])
     for k in ("ingredients", "actions", "order_ids", "prescribers"):
         if k in d:

@@ -19,10 +19,11 @@ _COLUMNS = ["patient_id", "alert_key", "rule", "pack", "family", "severity", "su
             "prescriber", "role"]
 
 
-def write_fhir(dirs: list[Path], store: DecisionStore, out: Path, as_of: date) -> tuple[int, int]:
+def write_fhir(dirs: list[Path], store: DecisionStore | None, out: Path,
+               as_of: date) -> tuple[int, int]:
     """Write OUT/DetectedIssue.ndjson and OUT/Task.ndjson; returns how many of each."""
     history: dict[tuple[str, str], list[Decision]] = {}
-    for d in store.history():
+    for d in store.history() if store is not None else ():
         history.setdefault((d.patient_id, d.alert_key), []).append(d)
     issues, tasks, seen = [], [], set()
     for folder in dirs:

@@ -58,6 +58,10 @@ WORK = ".work"
 DEFAULT_TOP_N = 500
 
 
+#: --db value for a run without a decisions store.
+NO_STORE = "none"
+
+
 class PanelError(CdsError):
     """A panel run that cannot start or continue (bad input folder, resume mismatch)."""
 
@@ -143,8 +147,9 @@ def run_panel(input: Path | str, out_dir: Path | str, *, resume: bool = False,
               max_medications: int = MAX_MEDICATIONS, db: str | None = None,
               fhir: bool = False) -> dict[str, Any]:
     """Review every patient of a Bulk Data export (or CSV folder); returns run.json's content.
-    `db`: the decisions store (default $CDS_DB, else OUT/decisions.sqlite3): each alert is
-    told new, changed, open, unchanged or gone against it, and the run is recorded in it.
+    `db`: the decisions store (default $CDS_DB, else OUT/decisions.sqlite3; "none": no
+    store, every alert `new` and nothing recorded): each alert is told new, changed, open,
+    unchanged or gone against it, and the run is recorded in it.
     `fhir`: also write the alerts as DetectedIssue.ndjson and the referrals as Task.ndjson."""
     t_start = time.perf_counter()
     console = console or Console(stderr=True, highlight=False, quiet=quiet)
@@ -183,25 +188,28 @@ def run_panel(input: Path | str, out_dir: Path | str, *, resume: bool = False,
     eng = engine or load_engine(params["packs"], max_medications=max_medications)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    # the store first: a bad --db stops the run before any worker starts
+    url = db or default_db(out) or str(out / "decisions.sqlite3")
+    store = None if url == NO_STORE else DecisionStore(url)
     n_workers = workers or cpu_count()
     ex: _LocalExecutor | _DaskExecutor = (
         _DaskExecutor(scheduler, workers, eng) if executor == "dask"
         else _LocalExecutor(n_workers, eng))
     timings["start_workers"] = time.perf_counter() - t0
-    store = DecisionStore(db or default_db(out) or out / "decisions.sqlite3")
     try:
         t0 = time.perf_counter()
         manifest = _partition(ex, work, files, params, console)
         timings["partition"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        if not (work / PRIOR).exists():
+        if store is not None and not (work / PRIOR).exists():
             write_prior(store, work / PRIOR, manifest["shards"], shard_of)
         timings["decisions_read"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         reviewed_now = _review(ex, work, manifest, run_as_of, params["top_n"], console)
         timings["review"] = time.perf_counter() - t0
     except BaseException:
-        store.close()
+        if store is not None:
+            store.close()
         raise
     finally:
         ex.close()
@@ -211,9 +219,9 @@ def run_panel(input: Path | str, out_dir: Path | str, *, resume: bool = False,
                       run_as_of, console)
         timings["merge_and_report"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        info["decisions_store"] = redact(store.url)
-        info["run_id"] = _record(store, work, manifest, eng, params, run_as_of,
-                                 info["statuses"])
+        info["decisions_store"] = redact(store.url) if store is not None else None
+        info["run_id"] = (_record(store, work, manifest, eng, params, run_as_of,
+                                  info["statuses"]) if store is not None else None)
         timings["decisions_write"] = time.perf_counter() - t0
         if fhir:
             t0 = time.perf_counter()
@@ -223,7 +231,8 @@ def run_panel(input: Path | str, out_dir: Path | str, *, resume: bool = False,
             info["outputs"] += ["DetectedIssue.ndjson", "Task.ndjson"]
             timings["fhir"] = time.perf_counter() - t0
     finally:
-        store.close()
+        if store is not None:
+            store.close()
     timings["total"] = time.perf_counter() - t_start
     info["timings"] = {k: round(v, 3) for k, v in timings.items()}
     info["throughput"] = {
