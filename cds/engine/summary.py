@@ -12,6 +12,7 @@ from typing import Any
 
 from cds.engine.rationale import renal_inputs
 from cds.knowledge.facts import Facts
+from cds.knowledge.normalize import NormalizedMed
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,11 @@ class MedicationSummary:
     #: (ingredient, amount per day, unit mg | mcg/h); empty when the daily dose is unknown
     daily: tuple[tuple[str, float, str], ...]
     daily_reason: str | None  # why the daily dose is unknown
+    #: how it is taken, in words ("10 mg, 4 times a day, as needed"), when the dose is known
+    sig: str | None = None
+    #: the latest dispense of the same drug on file, and its days' supply
+    last_fill: date | None = None
+    supply_days: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"medication": self.label, "order_id": self.order_id, "source": self.source,
@@ -32,7 +38,9 @@ class MedicationSummary:
                 "start": self.start.isoformat() if self.start else None,
                 "daily_dose": [{"ingredient": i, "amount": round(a, 2), "unit": u}
                                for i, a, u in self.daily],
-                "daily_dose_unknown": self.daily_reason}
+                "daily_dose_unknown": self.daily_reason, "sig": self.sig,
+                "last_fill": self.last_fill.isoformat() if self.last_fill else None,
+                "supply_days": self.supply_days}
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +64,12 @@ class PatientSummary:
 
     @classmethod
     def of(cls, facts: Facts) -> PatientSummary:
+        fills: dict[tuple[str, ...], NormalizedMed] = {}
+        for m in (*facts.meds, *facts.history):  # the latest dispense of each drug
+            if m.source == "dispense" and m.dispensed is not None:
+                key = tuple(sorted(m.ingredients))
+                if key not in fills or m.dispensed > (fills[key].dispensed or date.min):
+                    fills[key] = m
         r = facts.renal
         cp = facts.hepatic
         return cls(
@@ -70,7 +84,7 @@ class PatientSummary:
             acb_total=facts.acb_total, cns_active=len(facts.cns_active),
             medications=tuple(MedicationSummary(
                 m.label, m.order_id, m.source, m.draft, m.prescriber, m.start, m.daily,
-                m.daily_reason) for m in facts.meds))
+                m.daily_reason, _sig(m), *_last_fill(m, fills)) for m in facts.meds))
 
     def to_dict(self) -> dict[str, Any]:
         def rnd(x: float | None) -> float | None:
@@ -89,3 +103,22 @@ class PatientSummary:
             "acb_total": self.acb_total, "cns_active": self.cns_active,
             "medications": [m.to_dict() for m in self.medications],
         }
+
+
+def _sig(m: NormalizedMed) -> str | None:
+    """How the medication is taken, in words, from the dose the engine computed."""
+    if any(u == "mcg/h" for _, _, u in m.daily):  # a patch: its rate is the dose
+        return ", ".join(f"{a:g} {u}" for _, a, u in m.daily)
+    if not m.daily or not m.doses_per_day:
+        return None
+    n = m.doses_per_day
+    per = "; ".join(f"{amount / n:g} {unit}" for _, amount, unit in m.daily)
+    times = {1: "once a day", 2: "twice a day"}.get(int(n)) if float(n).is_integer() else None
+    return f"{per}, {times or f'{n:g} times a day'}" + (", as needed (at most)" if m.as_needed
+                                                         else "")
+
+
+def _last_fill(m: NormalizedMed, fills: dict[tuple[str, ...], NormalizedMed]
+               ) -> tuple[date | None, float | None]:
+    fill = fills.get(tuple(sorted(m.ingredients)))
+    return (fill.dispensed, fill.supply_days) if fill is not None else (None, None)

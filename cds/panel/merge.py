@@ -21,6 +21,7 @@ from cds.decisions.carry import lineage
 from cds.decisions.model import Sighting
 from cds.decisions.store import PatientRow
 from cds.panel.columns import ALERT_SCHEMA, MME_BINS, WORKLIST_COLUMNS, sort_key
+from cds.panel.shard import PATIENT_ROW_GROUP, PATIENT_SCHEMA
 
 
 def _tmp(path: Path) -> Path:
@@ -45,6 +46,21 @@ def merge_alerts(dirs: list[Path], out: Path) -> int:
                 n += table.num_rows
     os.replace(_tmp(pq_path), pq_path)
     os.replace(_tmp(csv_path), csv_path)
+    return n
+
+
+def merge_patients(dirs: list[Path], out: Path) -> int:
+    """patients.parquet: every reviewed patient's values, shard after shard (the shards'
+    small row groups kept, so one patient is read alone)."""
+    path = out / "patients.parquet"
+    n = 0
+    with pq.ParquetWriter(_tmp(path), PATIENT_SCHEMA, compression="zstd") as w:
+        for d in dirs:
+            table = pq.read_table(d / "patients.parquet", schema=PATIENT_SCHEMA)
+            if table.num_rows:
+                w.write_table(table, row_group_size=PATIENT_ROW_GROUP)
+                n += table.num_rows
+    os.replace(_tmp(path), path)
     return n
 
 

@@ -373,6 +373,7 @@ def _merge(work: Path, out: Path, manifest: dict[str, Any], eng: Engine, params:
         n_quarantined, reasons = merging.merge_quarantine(work / "parts", dirs, out, unit_files,
                                                           offsets)
         details = merging.merge_details(dirs, {r["patient_id"] for r in top})
+        merging.merge_patients(dirs, out)
         n_alerts = alerts_done.result()
     secs = stats["seconds"]
     worker_time = sum(secs.values()) or 1.0
@@ -401,8 +402,8 @@ def _merge(work: Path, out: Path, manifest: dict[str, Any], eng: Engine, params:
         "statuses": {k: stats.get("statuses", {}).get(k, 0) for k in STATUSES},
         "worker_seconds": {k: round(v, 3) for k, v in secs.items()},
         "engine_share": round(secs.get("engine", 0.0) / worker_time, 3),
-        "outputs": ["alerts.parquet", "alerts.csv", "worklist.csv", "quarantine.ndjson",
-                    "run.json", "report.html"],
+        "outputs": ["alerts.parquet", "alerts.csv", "worklist.csv", "patients.parquet",
+                    "quarantine.ndjson", "run.json", "report.html"],
     }
     write_report(out / "report.html", info, stats, top, details, params["top_n"])
     console.print(f"report: {(out / 'report.html').resolve()}")

@@ -38,6 +38,10 @@ from cds.vocabulary import DATA_QUALITY, FAMILIES
 NOT_ASSESSED_RULE = "panel/not-assessed"
 #: The folder (under .work/) of what the decisions store knew before the run, per shard.
 PRIOR = "prior"
+#: patients.parquet: each patient's values (summary, MME, not assessed) as JSON, in row groups
+#: small enough that the served worklist reads one patient without reading the file
+PATIENT_SCHEMA = pa.schema([("patient_id", pa.string()), ("detail", pa.binary())])
+PATIENT_ROW_GROUP = 2000
 
 _ENGINE: Engine | None = None
 _SPEC: tuple[str, Any] | None = None
@@ -128,6 +132,8 @@ class _Out:
         self.worklist: list[dict[str, Any]] = []
         self.quarantine: list[bytes] = []
         self.top: list[tuple[Any, ...]] = []  # heap of (inverted key, n, detail)
+        #: (patient id, JSON of the summary, MME and what was not assessed) of each patient
+        self.patients: list[tuple[str, bytes]] = []
         #: (patient id, mrn, name, birth date) of each patient reviewed (the store's `reviewed`)
         self.reviewed: list[tuple[str, str | None, str | None, str | None]] = []
         #: what the decisions store knew of this shard's patients before the run
@@ -383,6 +389,10 @@ def _collect(pid: str, patient: Patient, result: Result, not_assessed: list[tupl
     if w["decision_version"] == "":
         w["decision_version"] = None
     out.worklist.append(w)
+    # every patient's values and medications, for the served worklist's patient page
+    out.patients.append((pid, orjson.dumps({
+        "summary": summary.to_dict(), "mme": mme_to_dict(result.mme),
+        "not_assessed": [{"what": w_, "why": why} for w_, why in not_assessed]})))
     if out.job.top_n <= 0 or not rows:
         return
     key = sort_key(w)
@@ -474,6 +484,10 @@ def _write(final: Path, out: _Out) -> None:
         out.worklist.sort(key=sort_key)
         (tmp / "worklist.ndjson").write_bytes(b"".join(orjson.dumps(w) + b"\n" for w in out.worklist))
         (tmp / "quarantine.ndjson").write_bytes(b"".join(out.quarantine))
+        pq.write_table(pa.table({"patient_id": [p for p, _ in out.patients],
+                                 "detail": [d for _, d in out.patients]},
+                                schema=PATIENT_SCHEMA), tmp / "patients.parquet",
+                       compression="zstd", row_group_size=PATIENT_ROW_GROUP)
         (tmp / "reviewed.ndjson").write_bytes(b"".join(orjson.dumps(r) + b"\n"
                                                        for r in out.reviewed))
         top = sorted(out.top, reverse=True)
