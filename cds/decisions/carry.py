@@ -21,10 +21,13 @@ from cds.engine.alerts import Alert
 
 
 def lineage(pack: str, family: str, alert_key: str) -> str:
-    """Alerts of one lineage are one concern at different bands or tiers: the pack, the
-    family and the subject of the key (the drug of a per-medication finding)."""
-    rest = alert_key.split("/", 1)[-1]
-    subject = rest.split(":", 1)[1].split("@", 1)[0] if ":" in rest else ""
+    """Alerts of one lineage are one concern at different bands or tiers (MME 50-90 then
+    90+; a drug's kidney band): the pack, the family and the subject of a banded key. An alert
+    without a band is its own lineage (two rules of one family are two concerns)."""
+    if "@" not in alert_key:
+        return alert_key
+    rest = alert_key.split("/", 1)[-1].split("@", 1)[0]
+    subject = rest.split(":", 1)[1] if ":" in rest else ""
     return f"{pack.partition('@')[0]}|{family}|{subject}"
 
 

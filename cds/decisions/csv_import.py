@@ -64,7 +64,9 @@ def import_csv(store: DecisionStore, path: Path, *, author: str, responses: Resp
         raise InputError(f"not UTF-8 text ({e.reason})", file=str(path)) from None
     result = ImportResult()
     pending: list[tuple[int, dict[str, str], Decision, int]] = []
-    keys = {(r.get("patient_id", ""), r.get("alert_key", "")) for _, r in rows}
+    queued: dict[tuple[str, str], tuple[int, Decision]] = {}
+    keys = {((r.get("patient_id") or "").strip(), (r.get("alert_key") or "").strip())
+            for _, r in rows}
     known = store.known_alerts(keys)
     current = store.current_for_keys(keys)
     for line, row in rows:
@@ -75,6 +77,15 @@ def import_csv(store: DecisionStore, path: Path, *, author: str, responses: Resp
             d, expected = _decision(row, line, author, now, known, responses)
         except _Bad as e:
             result.rejects.append(Reject(line, e.column, e.message, row))
+            continue
+        first = queued.get((d.patient_id, d.alert_key))
+        if first is not None:  # two rows of one alert (two orders of one drug)
+            if _same(first[1], d):
+                result.unchanged += 1
+            else:
+                result.rejects.append(Reject(
+                    line, "decision", f"the same alert is decided differently on line "
+                    f"{first[0]}: one decision per alert", row))
             continue
         on_file = current.get((d.patient_id, d.alert_key))
         if on_file is not None and _same(on_file, d):
@@ -89,6 +100,7 @@ def import_csv(store: DecisionStore, path: Path, *, author: str, responses: Resp
                 f"version {have}; the file has {expected}): export the worklist again", row))
             continue
         pending.append((line, row, d, expected))
+        queued[(d.patient_id, d.alert_key)] = (line, d)
     if result.rejects and not partial:
         return result
     result.applied = store.decide_many([(d, expected) for _, _, d, expected in pending])

@@ -13,6 +13,8 @@ by the migrations' tests. A schema change is a new Alembic migration
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
     Column,
     Date,
     DateTime,
@@ -115,4 +117,51 @@ card_links = Table(
     Column("band", String(64)),
     Column("level", Float),
     Column("issued_at", DateTime(timezone=True), nullable=False),
+)
+
+# -- accounts (migration 0002): who may use the served worklist, their sessions, and the audit
+# trail of who looked at and did what. Names are stored lower-case (the CHECK keeps them so),
+# so uniqueness is case-insensitive on both databases; a session is found by the sha256 of its
+# token (the cookie holds the token, the database never does); audit_events refuses UPDATE and
+# DELETE by trigger (created by the migration, so an application bug cannot rewrite history).
+
+users = Table(
+    "users", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False),
+    Column("display_name", String(256), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("password_hash", String(256)),  # argon2id; NULL: single sign-on only
+    Column("prescriber_name", String(256)),  # a prescriber's name as orders carry it
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("oidc_issuer", String(512)),
+    Column("oidc_subject", String(256)),
+    UniqueConstraint("name", name="uq_users_name"),
+    UniqueConstraint("oidc_issuer", "oidc_subject", name="uq_users_oidc"),
+    CheckConstraint("name = lower(name)", name="ck_users_name_lower"),
+    CheckConstraint("role IN ('pharmacist', 'prescriber', 'admin')", name="ck_users_role"),
+)
+
+sessions = Table(
+    "sessions", metadata,
+    Column("token_hash", String(64), primary_key=True),  # sha256 hex of the cookie's token
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen", DateTime(timezone=True), nullable=False),
+    Column("expires", DateTime(timezone=True), nullable=False),  # absolute: created + lifetime
+    Column("csrf_secret", String(64), nullable=False),
+    Index("ix_sessions_user", "user_id"),
+)
+
+audit_events = Table(
+    "audit_events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("user_name", String(64), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("patient_id", String(256)),
+    Column("detail", Text),  # never a password, token or clinical value
+    Index("ix_audit_events_patient", "patient_id"),
+    Index("ix_audit_events_at", "at"),
 )

@@ -157,9 +157,11 @@ class DecisionStore:
             if d.state not in STATES:
                 raise CdsError(f"decision state {d.state!r} is not one of {', '.join(STATES)}")
         keys = {(d.patient_id, d.alert_key) for d, _ in items}
+        versions_read: dict[tuple[str, str], int] = {}
         try:
             with self.engine.begin() as conn:
                 versions = _versions(conn, keys)
+                versions_read.update(versions)
                 rows, out = [], []
                 for d, expected in items:
                     k = (d.patient_id, d.alert_key)
@@ -173,11 +175,20 @@ class DecisionStore:
                     out.append(rec)
                 conn.execute(insert(t.decisions), rows)
         except IntegrityError:  # a concurrent writer took one of the versions first
-            first, seen = items[0]
             with self.engine.connect() as conn:
-                now = _current(conn, first.patient_id, first.alert_key)
-            raise DecisionConflict(first.patient_id, first.alert_key,
-                                   seen if seen is not None else 0, now) from None
+                moved = _versions(conn, keys)
+                for d, seen in items:  # the first item whose alert another writer decided
+                    if moved.get((d.patient_id, d.alert_key), 0) != versions_read.get(
+                            (d.patient_id, d.alert_key), 0):
+                        raise DecisionConflict(d.patient_id, d.alert_key,
+                                               seen if seen is not None else 0,
+                                               _current(conn, d.patient_id, d.alert_key)
+                                               ) from None
+                first, seen = items[0]
+                raise DecisionConflict(first.patient_id, first.alert_key,
+                                       seen if seen is not None else 0,
+                                       _current(conn, first.patient_id, first.alert_key)
+                                       ) from None
         return out
 
     def current(self, patient_id: str, alert_key: str) -> Decision | None:
@@ -217,25 +228,30 @@ class DecisionStore:
     def known_alerts(self, keys: Iterable[tuple[str, str]]
                      ) -> dict[tuple[str, str], dict[str, str]]:
         """What the store knows of each (patient, alert key) a run or a card showed: its
-        rule, pack, family, severity, summary, ingredients and band, as last seen."""
+        rule, pack, family, severity, summary, ingredients, band and level, as last seen (a
+        run's sighting dated by the run's start, a card by when it was issued)."""
         wanted = set(keys)
-        out: dict[tuple[str, str], dict[str, str]] = {}
+        found: dict[tuple[str, str], tuple[datetime, dict[str, str]]] = {}
         patients = sorted({p for p, _ in wanted})
         cols = ("rule", "pack", "family", "severity", "summary", "ingredients", "band", "level")
+        s, c = t.sightings, t.card_links
         with self.engine.connect() as conn:
             for i in range(0, len(patients), 500):
                 chunk = patients[i:i + 500]
-                for table, order in ((t.card_links, t.card_links.c.issued_at),
-                                     (t.sightings, t.sightings.c.run_id)):
-                    q = (select(table.c.patient_id, table.c.alert_key,
-                                *(table.c[c] for c in cols))
-                         .where(table.c.patient_id.in_(chunk)).order_by(order))
-                    for r in conn.execute(q):  # the latest seen last: it wins
+                queries = (
+                    select(c.c.patient_id, c.c.alert_key, c.c.issued_at.label("at"),
+                           *(c.c[k] for k in cols)).where(c.c.patient_id.in_(chunk)),
+                    select(s.c.patient_id, s.c.alert_key, t.runs.c.started_at.label("at"),
+                           *(s.c[k] for k in cols))
+                    .join(t.runs, t.runs.c.id == s.c.run_id).where(s.c.patient_id.in_(chunk)))
+                for q in queries:
+                    for r in conn.execute(q):
                         k = (r.patient_id, r.alert_key)
-                        if k in wanted:
-                            out[k] = {c: "" if getattr(r, c) is None else str(getattr(r, c))
-                                      for c in cols}
-        return out
+                        at = _utc(r.at)
+                        if k in wanted and (k not in found or at >= found[k][0]):
+                            found[k] = (at, {x: "" if getattr(r, x) is None else str(getattr(r, x))
+                                             for x in cols})
+        return {k: v for k, (_, v) in found.items()}
 
     def history(self, patient_id: str | None = None, alert_key: str | None = None,
                 since: datetime | None = None) -> list[Decision]:
@@ -327,11 +343,16 @@ class DecisionStore:
         with self.engine.begin() as conn:
             known = set(conn.execute(select(t.card_links.c.uuid).where(
                 t.card_links.c.uuid.in_([u for u, _ in links]))).scalars())
-            rows = [{"uuid": u, "patient_id": s.patient_id, "alert_key": s.alert_key,
-                     "rule": s.rule, "pack": s.pack, "family": s.family, "severity": s.severity,
-                     "summary": s.summary, "ingredients": "+".join(s.ingredients),
-                     "band": s.band, "level": s.level, "issued_at": now}
-                    for u, s in dict(links).items() if u not in known]
+            rows = []
+            for u, s in links:  # the first link of a uuid wins, in this call as across calls
+                if u in known:
+                    continue
+                known.add(u)
+                rows.append({"uuid": u, "patient_id": s.patient_id, "alert_key": s.alert_key,
+                             "rule": s.rule, "pack": s.pack, "family": s.family,
+                             "severity": s.severity, "summary": s.summary,
+                             "ingredients": "+".join(s.ingredients), "band": s.band,
+                             "level": s.level, "issued_at": now})
             if rows:
                 conn.execute(insert(t.card_links), rows)
 
