@@ -625,5 +625,93 @@ def review_export(
     out.print(f"wrote {n_issues} DetectedIssue and {n_tasks} Task resources to {fhir}")
 
 
+user_app = typer.Typer(no_args_is_help=True, help="Accounts of the served worklist.")
+review_app.add_typer(user_app, name="user")
+
+
+@user_app.command("add")
+@_file_errors
+def review_user_add(
+    name: Annotated[str, typer.Argument(help="Login name: a-z, 0-9, . _ - (2-64).")],
+    role: Annotated[str, typer.Option("--role", help="pharmacist, prescriber or admin.")],
+    display_name: Annotated[str | None, typer.Option("--display-name")] = None,
+    prescriber_name: Annotated[str | None, typer.Option(
+        "--prescriber-name", help="For a prescriber: the name their orders carry (their patients).")] = None,
+    password_stdin: Annotated[bool, typer.Option(
+        "--password-stdin", help="Read the password from standard input (else: asked).")] = False,
+    db: DbOpt = None,
+) -> None:
+    """Add an account (its password hashed with argon2id)."""
+    from cds.worklist.auth import AccountError, Accounts
+
+    password = (sys.stdin.readline().rstrip("\n") if password_stdin
+                else typer.prompt("Password (12+ characters)", hide_input=True,
+                                  confirmation_prompt=True))
+    with _store(db) as store:
+        try:
+            Accounts(store).add_user(name, role, password, display_name=display_name,
+                                     prescriber_name=prescriber_name, by="cli")
+        except AccountError as e:
+            fail(str(e))
+    out.print(f"added {name} ({role})")
+
+
+@review_app.command("serve")
+@_file_errors
+def review_serve(
+    panel: Annotated[Path, typer.Option("--panel", help="The output folder of `cds panel` to serve.")],
+    db: DbOpt = None,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8090,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="TLS certificate (PEM).")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="TLS private key (PEM).")] = None,
+    behind_proxy: Annotated[bool, typer.Option(
+        "--behind-proxy", help="TLS is terminated by a reverse proxy in front (cookies Secure).")] = False,
+    oidc_issuer: Annotated[str | None, typer.Option(
+        "--oidc-issuer", help="OpenID Connect issuer URL.")] = None,
+    oidc_client_id: Annotated[str | None, typer.Option("--oidc-client-id")] = None,
+    public_url: Annotated[str | None, typer.Option(
+        "--public-url", help="The URL users open (for the OpenID Connect callback).")] = None,
+    pharmacy: Annotated[str | None, typer.Option("--pharmacy", help="Who the letters are from.")] = None,
+    pack: PacksOpt = None,
+) -> None:
+    """Serve the pharmacists' worklist in the browser: the queue, patient pages with the
+    decision forms, letters, the program dashboard (docs/review.md). Refuses a non-loopback
+    address without TLS or --behind-proxy. The OpenID Connect client secret is read from
+    CDS_OIDC_CLIENT_SECRET."""
+    import os
+
+    import uvicorn
+
+    from cds.decisions.store import default_db
+    from cds.worklist.app import WorklistSettings, create_app
+    from cds.worklist.auth import OidcSettings
+    from cds.worklist.security import check_bind
+
+    tls = tls_cert is not None and tls_key is not None
+    try:
+        check_bind(host, tls, behind_proxy)
+    except CdsError as e:
+        fail(str(e))
+    url = db or default_db(panel) or str(panel / "decisions.sqlite3")
+    oidc = None
+    if oidc_issuer:
+        if not (oidc_client_id and os.environ.get("CDS_OIDC_CLIENT_SECRET")):
+            fail("--oidc-issuer needs --oidc-client-id and CDS_OIDC_CLIENT_SECRET")
+        base = public_url or f"{'https' if tls or behind_proxy else 'http'}://{host}:{port}"
+        oidc = OidcSettings(oidc_issuer, oidc_client_id, os.environ["CDS_OIDC_CLIENT_SECRET"],
+                            base.rstrip("/") + "/login/oidc/callback")
+    try:
+        app = create_app(WorklistSettings(db=url, panel=panel, secure_cookies=tls or behind_proxy,
+                                          oidc=oidc, packs=pack, pharmacy=pharmacy))
+    except CdsError as e:
+        fail(str(e))
+    out.print(f"worklist at {'https' if tls else 'http'}://{host}:{port}/ (log in with an "
+              "account made by `cds review user add`)")
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning",
+                ssl_certfile=str(tls_cert) if tls else None, ssl_keyfile=str(tls_key) if tls else None,
+                proxy_headers=behind_proxy, forwarded_allow_ips="*" if behind_proxy else None)
+
+
 def main() -> None:  # pragma: no cover
     app()

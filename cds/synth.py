@@ -155,6 +155,9 @@ class _Gen:
         born = self.anchor - timedelta(days=age * 365 + r.randrange(365))
         yield "Patient", {"resourceType": "Patient", "id": pid, "gender": sex,
                           "birthDate": born.isoformat(),
+                          "identifier": [{"type": {"coding": [{
+                              "system": "http://terminology.hl7.org/CodeSystem/v2-0203",
+                              "code": "MR"}]}, "value": f"MRN{100000 + i}"}],
                           "name": [{"family": f"Synthetic{i}", "given": ["Pat"]}]}
         n_obs = 0
         weight = round(max(42.0, r.gauss(82 if sex == "male" else 70, 16)), 1)

@@ -20,8 +20,7 @@ from cds.authoring.cases import load_cases
 from cds.authoring.lint import NEW_ORDER_WORDS, action_warnings, lint_warnings
 from cds.engine.alerts import Alert, Suggestion
 from cds.engine.evaluator import Engine
-from cds.engine.kinds.escalation import NALOXONE_LOOKBACK_DAYS
-from cds.engine.kinds.escalation import naloxone_on_file
+from cds.engine.kinds.escalation import NALOXONE_LOOKBACK_DAYS, naloxone_on_file
 from cds.engine.result import Result
 from cds.errors import CdsError
 from cds.knowledge.store import Knowledge

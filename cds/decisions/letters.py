@@ -255,6 +255,13 @@ def letters(items: Iterable[LetterItem], *, pharmacy: str | None = None, as_of: 
             for lt in _build(items)}
 
 
+def letter_index(items: Iterable[LetterItem]) -> list[tuple[str, str, int]]:
+    """(prescriber, file name, recommendations) of each letter `letters` would write, in the
+    index's order: what a page lists before one letter is opened."""
+    return [(lt.prescriber, lt.file, sum(len(b.items) for b in lt.patients))
+            for lt in _build(items)]
+
+
 def _write(path: Path, text: str) -> None:
     """Temporary file then rename, so a reader (or a mail merge) never sees half a letter."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -74,6 +74,11 @@ runs = Table(
     Column("source", Text),  # the input folder
     Column("alerts", Integer, nullable=False),
     Column("statuses", Text, nullable=False),  # JSON {status: count}
+    # the program's counts for the dashboard's trends (migration 0003)
+    Column("patients", Integer),
+    Column("mme_50", Integer),
+    Column("mme_90", Integer),
+    Column("naloxone_missing", Integer),  # at >= 50 MME/day with no naloxone on file
 )
 
 sightings = Table(

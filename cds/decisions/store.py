@@ -285,14 +285,18 @@ class DecisionStore:
 
     def record_run(self, *, as_of: date, packs: Sequence[str], source: str | None,
                    sightings: Iterable[tuple[Sighting, str]], patients: Iterable[PatientRow],
-                   statuses: dict[str, int]) -> int:
-        """Store a panel run: its sightings (each with its status) and, for every patient it
-        reviewed, that this is now their latest review. One transaction; returns the run id."""
+                   statuses: dict[str, int], counts: dict[str, int] | None = None) -> int:
+        """Store a panel run: its sightings (each with its status), the program's `counts`
+        (patients, mme_50, mme_90, naloxone_missing) and, for every patient it reviewed, that
+        this is now their latest review. One transaction; returns the run id."""
         with self.engine.begin() as conn:
             run_id = conn.execute(insert(t.runs).values(
                 kind="panel", started_at=datetime.now(UTC), as_of=as_of,
                 packs=json.dumps(list(packs)), source=source, alerts=sum(statuses.values()),
-                statuses=json.dumps(statuses))).inserted_primary_key[0]  # type: ignore[index]
+                statuses=json.dumps(statuses),
+                **{k: v for k, v in (counts or {}).items()
+                   if k in ("patients", "mme_50", "mme_90", "naloxone_missing")}
+            )).inserted_primary_key[0]  # type: ignore[index]
             batch: list[dict[str, Any]] = []
             seen: set[tuple[str, str]] = set()
             for s, status in sightings:

@@ -220,8 +220,8 @@ def run_panel(input: Path | str, out_dir: Path | str, *, resume: bool = False,
         timings["merge_and_report"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         info["decisions_store"] = redact(store.url) if store is not None else None
-        info["run_id"] = (_record(store, work, manifest, eng, params, run_as_of,
-                                  info["statuses"]) if store is not None else None)
+        info["run_id"] = (_record(store, work, manifest, eng, params, run_as_of, info)
+                          if store is not None else None)
         timings["decisions_write"] = time.perf_counter() - t0
         if fhir:
             t0 = time.perf_counter()
@@ -292,7 +292,7 @@ def _partition(ex: _LocalExecutor | _DaskExecutor, work: Path, files: list[Any],
 
 
 def _record(store: DecisionStore, work: Path, manifest: dict[str, Any], eng: Engine,
-            params: dict[str, Any], as_of: date, statuses: dict[str, int]) -> int:
+            params: dict[str, Any], as_of: date, info: dict[str, Any]) -> int:
     """Record the run's sightings in the decisions store, once (a resumed run that was killed
     after recording it does not record it again)."""
     marker = work / "recorded.json"
@@ -301,7 +301,11 @@ def _record(store: DecisionStore, work: Path, manifest: dict[str, Any], eng: Eng
     dirs = merging.shard_dirs(work, manifest["shards"])
     run_id = store.record_run(
         as_of=as_of, packs=[p.ref for p in eng.packs], source=params["input"],
-        sightings=merging.sightings(dirs), patients=merging.reviewed(dirs), statuses=statuses)
+        sightings=merging.sightings(dirs), patients=merging.reviewed(dirs),
+        statuses=info["statuses"], counts={
+            "patients": info["counts"]["patients"], "mme_50": info["counts"]["mme_50_or_more"],
+            "mme_90": info["counts"]["mme_90_or_more"],
+            "naloxone_missing": info["counts"]["mme_50_without_naloxone"]})
     marker.write_bytes(orjson.dumps({"run_id": run_id}))
     return run_id
 
@@ -395,6 +399,7 @@ def _merge(work: Path, out: Path, manifest: dict[str, Any], eng: Engine, params:
             "patients_with_unassessed_items": stats.get("not_assessed_patients", 0),
             "patients_with_alerts": n_patients - int(stats["burden_hist"].get("0", 0)),
             "mme_50_or_more": stats.get("mme_50", 0), "mme_90_or_more": stats.get("mme_90", 0),
+            "mme_50_without_naloxone": stats.get("mme_50_no_naloxone", 0),
         },
         "alerts_by_rule": dict(sorted(stats["rules"].items(), key=lambda kv: -kv[1])),
         "alerts_by_severity": stats["severities"], "alerts_by_family": stats["families"],

@@ -142,7 +142,8 @@ class _Out:
             "patients": 0, "records": 0, "skipped": 0, "quarantined": 0, "alerts": 0,
             "failed": 0, "deceased": 0, "not_assessed_patients": 0, "rules": {}, "severities": {},
             "families": {}, "mme_hist": [0] * (MME_BINS + 1), "mme_zero": 0, "burden_hist": {},
-            "acb_hist": {}, "mme_50": 0, "mme_90": 0, "statuses": {}, "seconds": {"read": 0.0, "parse": 0.0,
+            "acb_hist": {}, "mme_50": 0, "mme_90": 0, "mme_50_no_naloxone": 0, "statuses": {},
+            "seconds": {"read": 0.0, "parse": 0.0,
                                                               "engine": 0.0, "write": 0.0}}
 
     def quarantine_record(self, unit: int, line: int, pid: str | None, resource: str | None,
@@ -371,6 +372,8 @@ def _collect(pid: str, patient: Patient, result: Result, not_assessed: list[tupl
         st["mme_hist"][MME_BINS if not mme < MME_BINS * MME_BIN else int(mme // MME_BIN)] += 1
     st["mme_50"] += mme >= 50
     st["mme_90"] += mme >= 90
+    st["mme_50_no_naloxone"] += mme >= 50 and any(
+        a.rule.endswith("/naloxone-not-on-file") for a in result.alerts)
     _bump(st["burden_hist"], str(min(len(rows), 10)))
     summary = result.summary
     acb = summary.acb_total

@@ -5,7 +5,7 @@ who looked at which patient is evidence, so no code path of the application may 
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-12-09
+Create Date: 2026-12-02
 """
 
 from __future__ import annotations
