@@ -18,6 +18,8 @@ cds/worklist/auth.py and security.py.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import re
 import secrets
@@ -284,7 +286,7 @@ def create_app(settings: WorklistSettings) -> Any:
         if html is None or file == "index.html":
             return render_error(request, 404, "no such letter")  # type: ignore[return-value]
         accounts.audit(user.name, "view-letter", None, file)
-        return HTMLResponse(html)
+        return HTMLResponse(html, headers={"Content-Security-Policy": _letter_csp(html)})
 
     @app.get("/dashboard", response_class=HTMLResponse)
     def dashboard(request: Request, user: Decider) -> HTMLResponse:
@@ -328,6 +330,19 @@ def create_app(settings: WorklistSettings) -> Any:
 
     app.add_middleware(SecurityHeaders, hsts=settings.secure_cookies)  # outermost
     return app
+
+
+_STYLE = re.compile(r"<style[^>]*>(.*?)</style>", re.S)
+
+
+def _letter_csp(html: str) -> str:
+    """A letter is a standalone document (it is also written to files), its stylesheet inline:
+    served, only that stylesheet is allowed (by its hash), and nothing else at all."""
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(m.encode()).digest()).decode() + "'"
+        for m in _STYLE.findall(html))
+    return (f"default-src 'none'; style-src {hashes or chr(39) + 'none' + chr(39)}; "
+            "img-src data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 
 
 def _split_first(text: str) -> tuple[str, str]:
