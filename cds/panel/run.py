@@ -252,6 +252,13 @@ def run_panel(input: Path | str, out_dir: Path | str, *, resume: bool = False,
     console.print(
         f"[bold green]done[/] {c['patients']} patients, {c['alerts']} alerts, "
         f"{c['quarantined']} records quarantined in {timings['total']:.1f}s")
+    for name in info["outputs"]:  # every file written, where a person finds it
+        console.print(f"  {name:<22} {(out / name).resolve()}", soft_wrap=True)
+    if store is not None:
+        where = redact(url)
+        console.print(f"  {'decisions store':<22} {where}\nthe worklist in a browser: "
+                      f"cds review user add NAME --role pharmacist --db {where}, then "
+                      f"cds review serve --panel {out} --db {where}", soft_wrap=True)
     return info
 
 
@@ -411,7 +418,6 @@ def _merge(work: Path, out: Path, manifest: dict[str, Any], eng: Engine, params:
                     "quarantine.ndjson", "run.json", "report.html"],
     }
     write_report(out / "report.html", info, stats, top, details, params["top_n"])
-    console.print(f"report: {(out / 'report.html').resolve()}")
     return info
 
 
