@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 import pyarrow.parquet as pq
-from sqlalchemy import Select, and_, delete, exists, func, insert, select
+from sqlalchemy import Select, and_, delete, func, insert, select
 
 from cds.decisions.model import STATUSES
 from cds.decisions.store import DecisionStore
@@ -202,18 +202,18 @@ def _where(q: Select[Any], run: Run, f: Filters, only_prescriber: str | None,
         like = f"{f.q.strip()}%"
         q = q.where(p.c.patient_id.like(like) | p.c.mrn.like(like) | p.c.patient_name.ilike(
             f"%{f.q.strip()}%"))
-    conds = [a.c.run_id == p.c.run_id, a.c.patient_id == p.c.patient_id]
+    # non-correlated sets (computed once, by the filter index), not a subquery per patient
+    conds = [a.c.run_id == run.run_id]
     for dim in ("severity", "family", "role"):
         value = getattr(f, dim)
         if value and skip != dim:
             conds.append(a.c[dim] == value)
-    if len(conds) > 2:
-        q = q.where(exists(select(a.c.seq).where(and_(*conds))))
+    if len(conds) > 1:
+        q = q.where(p.c.patient_id.in_(select(a.c.patient_id).where(and_(*conds))))
     for name in (f.prescriber, only_prescriber):
         if name:
-            q = q.where(exists(select(x.c.patient_id).where(
-                x.c.run_id == p.c.run_id, x.c.patient_id == p.c.patient_id,
-                x.c.prescriber == name)))
+            q = q.where(p.c.patient_id.in_(select(x.c.patient_id).where(
+                x.c.run_id == run.run_id, x.c.prescriber == name)))
     return q
 
 
@@ -237,13 +237,33 @@ def _counts_mme(conn: Any, run: Run, f: Filters, only: str | None) -> dict[str, 
 
 
 def _counts_alert(conn: Any, run: Run, f: Filters, dim: str, only: str | None) -> dict[str, int]:
-    """Patients having an alert of each value of `dim`, under the other filters."""
-    p, a = w.worklist_patients, w.worklist_alerts
-    inner = _where(select(p.c.patient_id), run, f, only, skip=dim).subquery()
+    """Patients having an alert of each value of `dim`, under the other filters (the alert
+    filters apply to the same alert: "high" and "mme" is a high MME alert). One grouped join,
+    not a query per patient."""
+    p, a, x = w.worklist_patients, w.worklist_alerts, w.worklist_prescribers
     q = (select(a.c[dim], func.count(func.distinct(a.c.patient_id)))
-         .where(a.c.run_id == run.run_id, a.c.patient_id.in_(select(inner.c.patient_id)))
-         .group_by(a.c[dim]))
-    return {str(k): int(v) for k, v in conn.execute(q).all() if k}
+         .select_from(a.join(p, and_(p.c.run_id == a.c.run_id, p.c.patient_id == a.c.patient_id)))
+         .where(a.c.run_id == run.run_id))
+    for other in ("severity", "family", "role"):
+        value = getattr(f, other)
+        if value and other != dim:
+            q = q.where(a.c[other] == value)
+    if f.status:
+        q = q.where(p.c.status == f.status)
+    if f.mme and f.mme in MME_BANDS:
+        lo, hi = MME_BANDS[f.mme]
+        q = q.where(p.c.mme_total >= lo)
+        if hi != float("inf"):
+            q = q.where(p.c.mme_total < hi)
+    if f.q:
+        like = f"{f.q.strip()}%"
+        q = q.where(p.c.patient_id.like(like) | p.c.mrn.like(like) | p.c.patient_name.ilike(
+            f"%{f.q.strip()}%"))
+    for name in (f.prescriber, only):
+        if name:
+            q = q.where(p.c.patient_id.in_(select(x.c.patient_id).where(
+                x.c.run_id == run.run_id, x.c.prescriber == name)))
+    return {str(k): int(v) for k, v in conn.execute(q.group_by(a.c[dim])).all() if k}
 
 
 def _decided_since(store: DecisionStore, run: Run, patients: Sequence[str]) -> dict[str, int]:
