@@ -214,3 +214,18 @@ def test_serving_refuses_a_public_address_without_tls(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_a_patient_page_without_the_runs_values_says_so(served: Any, db_url: str) -> None:
+    """An older run folder has no patients.parquet: the page says the values are missing
+    instead of failing."""
+    _, out, _ = served
+    (out / "patients.parquet").unlink()
+    app = create_app(WorklistSettings(db=db_url, panel=out,
+                                      packs=["opioid-safety", "interactions-core", "cns-burden"]))
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        login(client, "jane")
+        pid = re.search(r'href="/patients/([^"]+)"', client.get("/").text).group(1)
+        page = client.get(f"/patients/{pid}")
+    assert page.status_code == 200
+    assert "values for this patient are not available" in page.text
