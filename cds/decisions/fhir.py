@@ -51,6 +51,7 @@ import orjson
 
 from cds.decisions.model import STATES, STATUSES, Decision, Sighting
 from cds.errors import UsageError
+from cds.io._fhir import FHIR_ID
 from cds.vocabulary import OVERRIDE_REASON_SYSTEM, SEVERITIES
 
 # -- code systems, identifier systems, extensions ---------------------------------------------
@@ -103,7 +104,6 @@ TASK_CODE_TEXT = "Review medication-safety alert"
 
 #: The namespace of our resource ids (uuid5 of a fixed name, so it never changes).
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:cds:fhir-export")
-_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -300,7 +300,7 @@ def _reason(d: Decision) -> dict[str, str] | None:
 
 def _reference(resource_type: str, rid: str, system: str) -> dict[str, Any]:
     """`Type/id`, or a logical reference by identifier when `rid` is no valid FHIR id."""
-    if _FHIR_ID.fullmatch(rid):
+    if FHIR_ID.fullmatch(rid):
         return {"reference": f"{resource_type}/{rid}"}
     return {"type": resource_type, "identifier": {"system": system, "value": _text(rid)}}
 

@@ -32,6 +32,10 @@ _TIME_UNITS: dict[str, PeriodUnit] = {
 Element = Mapping[str, Any]  # a checked element (a TypedDict of fhir_shapes)
 
 
+#: The FHIR R4 `id` datatype.
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
 def label(resource: object) -> str:
     """`MedicationRequest/abc`: how errors name a resource (falls back to the type)."""
     if not isinstance(resource, dict):
@@ -161,6 +165,12 @@ def duration_days(quantity: Element, where: str) -> float | None:
 def quantity_unit(quantity: Element) -> str | None:
     """Quantity.unit, falling back to Quantity.code."""
     return quantity.get("unit") or quantity.get("code") or None
+
+
+def as_list(value: Any) -> list[Any]:
+    """A repeating element, or nothing when it has another shape (for elements only shown to
+    a person, such as a name, where a malformed one must not cost the record)."""
+    return value if isinstance(value, list) else []
 
 
 def as_dict(value: Any) -> dict[str, Any] | None:

@@ -193,7 +193,7 @@ class _Builder:
             self.skipped += 1  # the same record twice (two prefetch keys, say)
         else:
             self.problem(r, InputError(f"a second, different {rtype}/{rid}: the two records "
-                                       "disagree; the first is used"))
+                                       "disagree; the first is used", record=f"{rtype}/{rid}"))
         return False
 
     def demographics(self, records: Sequence[Record], patient_id: str | None
@@ -225,7 +225,8 @@ class _Builder:
             for r, d in ours[1:]:
                 if d != demographics:
                     self.problem(r, InputError("a second, different Patient resource for this "
-                                               "patient: the first is used"))
+                                               "patient: the first is used",
+                                               record=f"Patient/{patient_id}"))
                 else:
                     self.skipped += 1
         identities = {f"Patient/{patient_id}"} | {r.full_url for r, _ in ours if r.full_url}
@@ -277,14 +278,14 @@ def what(res: Mapping[str, Any]) -> str:
     if rtype in MED_TYPES:
         concept = res.get("medicationCodeableConcept")
         if isinstance(concept, dict):
-            if isinstance(concept.get("text"), str):
+            if _named(concept.get("text")):
                 return str(concept["text"])
             codings = concept.get("coding")
             for c in codings if isinstance(codings, list) else ():
-                if isinstance(c, dict) and isinstance(c.get("display"), str):
+                if isinstance(c, dict) and _named(c.get("display")):
                     return str(c["display"])
         ref = res.get("medicationReference")
-        if isinstance(ref, dict) and isinstance(ref.get("display"), str):
+        if isinstance(ref, dict) and _named(ref.get("display")):
             return str(ref["display"])
         return label(res)
     if rtype == "Observation":
@@ -294,3 +295,7 @@ def what(res: Mapping[str, Any]) -> str:
     if rtype == "Condition":
         return f"a condition ({label(res)})"
     return label(res)
+
+
+def _named(text: Any) -> bool:
+    return isinstance(text, str) and bool(text.strip())

@@ -15,6 +15,8 @@ from pydantic import ValidationError
 from cds.errors import InputError
 from cds.io._fhir import (
     Element,
+    as_dict,
+    as_list,
     check_type,
     codings,
     concept_text,
@@ -96,24 +98,24 @@ _V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 def _mrn(resource: dict[str, Any]) -> str | None:
     """The medical record number (Patient.identifier typed MR), for a person to find the
     chart; other identifiers (a national id) are never copied into the outputs."""
-    for ident in resource.get("identifier") or ():
+    for ident in as_list(resource.get("identifier")):
         if not isinstance(ident, dict) or not isinstance(ident.get("value"), str):
             continue
-        coding = (ident.get("type") or {}).get("coding") if isinstance(ident.get("type"), dict) else None
+        kind = as_dict(ident.get("type")) or {}
         if any(isinstance(c, dict) and c.get("code") == "MR" and c.get("system") in (_V2_0203, None)
-               for c in coding or ()):
+               for c in as_list(kind.get("coding"))):
             return str(ident["value"]).strip() or None
     return None
 
 
 def _name(resource: dict[str, Any]) -> str | None:
     """The patient's name as a person writes it: the official name first, else the first."""
-    names = [n for n in resource.get("name") or () if isinstance(n, dict)]
+    names = [n for n in as_list(resource.get("name")) if isinstance(n, dict)]
     names.sort(key=lambda n: n.get("use") != "official")
     for n in names:
         if isinstance(n.get("text"), str) and n["text"].strip():
             return str(n["text"]).strip()
-        given = [g for g in n.get("given") or () if isinstance(g, str)]
+        given = [g for g in as_list(n.get("given")) if isinstance(g, str)]
         family = n.get("family") if isinstance(n.get("family"), str) else None
         text = " ".join([*given, *([family] if family else [])]).strip()
         if text:
@@ -125,7 +127,11 @@ def lab_kind(resource: Any) -> ObservationKind | None:
     """The observation kind (weight, creatinine...) of an Observation's LOINC code, or None
     for an observation no dosing rule reads as a lab (it is then an Event)."""
     code = resource.get("code") if isinstance(resource, dict) else None
-    for c in (code.get("coding") if isinstance(code, dict) else None) or ():
+    coding = code.get("coding") if isinstance(code, dict) else None
+    if coding is not None and not isinstance(coding, list):
+        raise InputError(f"expected a list of codings, got {kind_of(coding)}",
+                         field=f"{label(resource)}.code.coding")
+    for c in coding or ():
         code_ = c.get("code") if isinstance(c, dict) else None
         if isinstance(code_, str) and c.get("system") in (LOINC, None) and code_ in LOINC_KINDS:
             return LOINC_KINDS[code_]

@@ -209,8 +209,11 @@ def _dispense_prescriber(use: Element, requests: Mapping[str, dict[str, Any]]) -
         target = auth.get("reference")
         request = as_dict(requests.get(normalize_reference(target))) if target else None
         if request is not None and request.get("resourceType") == "MedicationRequest":
-            prescriber = reference_name(
-                checked(REQUESTER, request, label(request)).get("requester"))
+            try:
+                prescriber = reference_name(
+                    checked(REQUESTER, request, label(request)).get("requester"))
+            except InputError:  # that order's own problem is reported with it, not this fill
+                prescriber = None
             if prescriber:
                 return prescriber
     performers = use.get("performer")

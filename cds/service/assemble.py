@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from cds.errors import CdsError, InputError
 from cds.io import Record, build_patient, fhir_medication_order
-from cds.io._fhir import label, patient_id_of
+from cds.io._fhir import FHIR_ID, label, patient_id_of
 from cds.io.builder import subject_of
 from cds.io.fhir import bundle_entries
 from cds.patient import MedicationOrder, Patient
@@ -69,6 +69,10 @@ def drafts_from(context: Mapping[str, Any], index: Mapping[str, dict[str, Any]],
             raise BadRequest("entry has no resource", where)
         if res.get("resourceType") != "MedicationRequest":
             continue  # ServiceRequest, NutritionOrder, ...: not medication safety
+        rid = res.get("id")
+        if rid is not None and not (isinstance(rid, str) and FHIR_ID.fullmatch(rid)):
+            raise BadRequest("the draft order's id is not a FHIR id (letters, digits, '-' and "
+                             "'.', at most 64): a card could not refer to it", f"{where}.id")
         ref = subject_of(res)
         named = patient_id_of(ref) if ref else None
         if pid is not None and named is not None and named != pid:
@@ -80,7 +84,6 @@ def drafts_from(context: Mapping[str, Any], index: Mapping[str, dict[str, Any]],
             raise BadRequest(_error(e), where) from None
         order = order.model_copy(update={"draft": True})
         drafts.append(order)
-        rid = res.get("id")
         if isinstance(rid, str) and rid:
             refs[order.id] = OrderRef("MedicationRequest", rid, res, True)
     return drafts, refs
@@ -118,10 +121,12 @@ def assemble(patient_id: str, values: Mapping[str, Any], context: Mapping[str, A
     patient = built.patient
     if unavailable:  # record kinds the service could not get: rules needing them not checked
         patient = patient.model_copy(update={"unavailable": sorted(unavailable)})
-    if draft_ids:  # the draft itself, also returned by the medications search
+    if draft_ids:  # the draft itself, also returned by the medications search (a fill or a
+        # statement with the same id is another record and stays)
         patient = patient.model_copy(update={"medications": [
-            m for m in patient.medications if m.id not in draft_ids]})
-    by_id = {(r.resource["resourceType"], r.resource.get("id")): r.resource for r in records}
+            m for m in patient.medications if m.source != "request" or m.id not in draft_ids]})
+    by_id = {(r.resource["resourceType"], r.resource["id"]): r.resource for r in records
+             if isinstance(r.resource.get("id"), str)}
     for m in patient.medications:
         found = by_id.get(("MedicationRequest", m.id))
         if found is not None:
