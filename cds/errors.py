@@ -66,6 +66,18 @@ class ExpressionError(LocatedError, ValueError):
     """A `when:` expression that does not compile: what is wrong and where in the text."""
 
 
+class FieldError(CdsError, ValueError):
+    """A schema check about one field of a model (a pack's `changelog`, a rule's `all`),
+    raised inside a pydantic validator: the pack loader names that field and its line."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def __reduce__(self) -> tuple[type[FieldError], tuple[str, str]]:
+        return type(self), (str(self), self.field)
+
+
 class UsageError(CdsError, ValueError):
     """A library call with an argument it cannot act on (an unknown backend, say)."""
 

@@ -41,7 +41,7 @@ def test_changelog_must_name_the_version(tmp_path: Path) -> None:
     (new / "pack.yaml").write_text(yaml.safe_dump(meta))
     res = runner.invoke(app, ["pack", "lint", str(new)])
     assert res.exit_code == 1
-    assert "changelog has no entry for version 1.2.0" in res.output
+    assert "changelog has no entry for 1.2.0" in res.output
 
 
 def test_pack_test_reports_expected_versus_got(tmp_path: Path) -> None:

@@ -147,7 +147,7 @@ def test_unknown_drug_with_near_name_suggestion(tmp_path: Path, kb: Knowledge) -
     folder = write_pack(tmp_path / "p", RULE_HEAD + interaction(a="oxycodon"))
     (e,) = errors_of(folder, kb)
     assert (e.rule, e.field, e.suggestion) == ("opioid-benzo", "a", "oxycodone")
-    assert e.line == line_of(folder / "rules" / "rules.yaml", "id: opioid-benzo")
+    assert e.line == line_of(folder / "rules" / "rules.yaml", "a: oxycodon")  # the field's line
     assert "unknown drug or class 'oxycodon'" in str(e)
     assert "did you mean 'oxycodone'?" in str(e)
 
@@ -211,7 +211,7 @@ def test_bad_expression(tmp_path: Path, kb: Knowledge) -> None:
     folder = write_pack(tmp_path / "p", RULE_HEAD + rule)
     (e,) = errors_of(folder, kb)
     assert (e.rule, e.field) == ("opioid-benzo", "when")
-    assert e.line == line_of(folder / "rules" / "rules.yaml", "id: opioid-benzo")
+    assert e.line == line_of(folder / "rules" / "rules.yaml", "when: age.real")  # the field's line
     assert "not allowed" in e.message
 
 

@@ -6,13 +6,15 @@ An unknown value (None: no creatinine, no age) makes every comparison with it fa
 never fires on missing data by accident. See docs/expressions.md.
 
 Names:      age, sex, weight, creatinine, crcl, egfr, mme, acb, cns_count, child_pugh, med_count
-Functions:  has(ref), count(ref), daily_dose(ingredient), condition(code_or_text)
+Functions:  has(ref), count(ref), daily_dose(ingredient), condition(code_or_text),
+            count_present([ref, ...]) (how many of the listed drugs or classes are present)
 Operators:  and or not, < <= > >= == != in, + - * /, numbers, 'strings', True False None
 """
 
 from __future__ import annotations
 
 import ast
+import difflib
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from typing import Any
 from cds.errors import ExpressionError
 from cds.knowledge.facts import Facts
 
-__all__ = ["FUNCTIONS", "NAMES", "Expression", "ExpressionError", "compile_expression"]
+__all__ = ["FUNCTIONS", "LIST_FUNCTIONS", "NAMES", "Expression", "ExpressionError", "compile_expression"]
 
 Trace = list[tuple[str, Any]]
 Fn = Callable[[Facts, Trace | None], Any]
@@ -64,6 +66,29 @@ FUNCTIONS: dict[str, tuple[Callable[[Facts, str], Any], bool]] = {
     "condition": (_condition, False),
 }
 
+def _count_present(f: Facts, refs: tuple[str, ...]) -> int:
+    """How many of the listed drugs or classes a current medication is, or belongs to (each
+    name counted once, however many medications match it)."""
+    return sum(1 for ref in refs if f.has(ref))
+
+
+#: Functions of one list of drug or class names: `count_present(['a', 'b', ...])`.
+LIST_FUNCTIONS: dict[str, Callable[[Facts, tuple[str, ...]], Any]] = {
+    "count_present": _count_present,
+}
+
+
+def _quoted_list(node: ast.Call) -> tuple[str, ...] | None:
+    """The names of a call's one argument, a list of quoted strings (None otherwise)."""
+    if node.keywords or len(node.args) != 1 or not isinstance(node.args[0], ast.List | ast.Tuple):
+        return None
+    items = node.args[0].elts
+    if not items or not all(isinstance(e, ast.Constant) and isinstance(e.value, str)
+                            for e in items):
+        return None
+    return tuple(e.value for e in items)  # type: ignore[attr-defined]
+
+
 _CMP: dict[type, Callable[[Any, Any], bool]] = {
     ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
     ast.Eq: operator.eq, ast.NotEq: operator.ne,
@@ -90,6 +115,17 @@ class Expression:
     def explain(self, facts: Facts) -> tuple[bool, Trace]:
         trace: Trace = []
         return bool(self.fn(facts, trace)), trace
+
+
+#: Words an author may mean by a name that is not one: Python's constants.
+CONSTANTS = ("True", "False", "None")
+
+
+def _near(name: str, candidates: list[str]) -> str | None:
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    if not close and name.lower() in {c.lower() for c in candidates}:
+        close = [c for c in candidates if c.lower() == name.lower()]
+    return close[0] if close else None
 
 
 def compile_expression(text: str, known: Callable[[str], bool] | None = None) -> Expression:
@@ -122,7 +158,8 @@ def compile_expression(text: str, known: Callable[[str], bool] | None = None) ->
             return lambda f, t: tuple(i(f, t) for i in items)
         if isinstance(node, ast.Name):
             if node.id not in NAMES:
-                raise ExpressionError(f"unknown name {node.id!r} (known: {', '.join(NAMES)})")
+                raise ExpressionError(f"unknown name {node.id!r} (known: {', '.join(NAMES)})",
+                                      suggestion=_near(node.id, [*NAMES, *CONSTANTS]))
             getter = NAMES[node.id]
             return traced(node, lambda f, t: getter(f))
         if isinstance(node, ast.BoolOp):
@@ -177,8 +214,21 @@ def compile_expression(text: str, known: Callable[[str], bool] | None = None) ->
             return traced(node, compare)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             name = node.func.id
-            if name not in FUNCTIONS:
-                raise ExpressionError(f"unknown function {name!r} (known: {', '.join(FUNCTIONS)})")
+            if name not in FUNCTIONS and name not in LIST_FUNCTIONS:
+                raise ExpressionError(
+                    f"unknown function {name!r} (known: {', '.join([*FUNCTIONS, *LIST_FUNCTIONS])})",
+                    suggestion=_near(name, [*FUNCTIONS, *LIST_FUNCTIONS]))
+            if name in LIST_FUNCTIONS:
+                names = _quoted_list(node)
+                if names is None:
+                    raise ExpressionError(f"{name}() takes one list of quoted names, as in "
+                                          f"{name}(['amitriptyline', 'oxybutynin'])")
+                for arg in names:
+                    if known is not None and not known(arg):
+                        raise ExpressionError(f"unknown drug or class {arg!r} in {name}()")
+                refs.extend(names)
+                list_impl = LIST_FUNCTIONS[name]
+                return traced(node, lambda f, t: list_impl(f, names))
             impl, needs_ref = FUNCTIONS[name]
             if node.keywords or len(node.args) != 1 or not (
                     isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):

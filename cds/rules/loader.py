@@ -9,20 +9,28 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from cds.errors import ExpressionError, PackError, PackErrors
+from cds.errors import ExpressionError, FieldError, PackError, PackErrors
 from cds.knowledge.store import Knowledge
 from cds.rules.expression import compile_expression
+from cds.rules.messages import plain
 from cds.rules.models import PackMeta, Rule, RuleFile
 from cds.rules.version import satisfies
 
 LINES = "__lines__"
+#: key -> the line of each item of its sequence value (a misspelt drug in `a: [x, y]` is found
+#: on its own line in a block list)
+ITEMS = "__items__"
+MARKS = frozenset({"__line__", LINES, ITEMS})
+
+
 def _tags() -> frozenset[str]:
     """The rule types: pydantic's discriminator tags in an error's location."""
     (union, *_) = get_args(Rule)
@@ -42,6 +50,8 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str,
     mapping[LINE] = node.start_mark.line + 1
     mapping[LINES] = {k.value: k.start_mark.line + 1 for k, _ in node.value
                       if isinstance(k, yaml.ScalarNode)}
+    mapping[ITEMS] = {k.value: [i.start_mark.line + 1 for i in v.value] for k, v in node.value
+                      if isinstance(k, yaml.ScalarNode) and isinstance(v, yaml.SequenceNode)}
     return mapping
 
 
@@ -51,7 +61,7 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 def strip_marks(obj: Any) -> Any:
     """A document read by `read_yaml` without its line marks, for validation."""
     if isinstance(obj, dict):
-        return {k: strip_marks(v) for k, v in obj.items() if k not in (LINE, LINES)}
+        return {k: strip_marks(v) for k, v in obj.items() if k not in MARKS}
     if isinstance(obj, list):
         return [strip_marks(v) for v in obj]
     return obj
@@ -94,26 +104,119 @@ def _field(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def validation_errors(exc: ValidationError, doc: Any, file: str) -> list[PackError]:
-    """Each pydantic error as a PackError at the line of the document it points at."""
+def _parts(field: str) -> list[int | str]:
+    """'unless[0].value_sets' -> ['unless', 0, 'value_sets']."""
+    out: list[int | str] = []
+    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", field):
+        out.append(int(index) if index else name)
+    return out
+
+
+def line_of(doc: Any, field: str, value: object = None) -> int | None:
+    """The line of `field` (a dotted path as errors name it) in a document read by
+    `read_yaml`; with `value`, the line of that item of the field's list when it is there."""
+    parts = _parts(field)
+    line, _ = _locate(doc, tuple(parts))
+    if value is None or not parts or not isinstance(parts[-1], str):
+        return line
+    node = doc
+    for part in parts[:-1]:
+        if isinstance(node, dict) and isinstance(part, str):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            return line
+    if isinstance(node, dict) and isinstance(node.get(parts[-1]), list):
+        items, lines = node[parts[-1]], node.get(ITEMS, {}).get(parts[-1], [])
+        for item, item_line in zip(items, lines, strict=False):
+            if item == value:
+                return item_line
+    return line
+
+
+def _allowed_keys(root: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the mapping at `loc` accepts (the model there, by its aliases)."""
+    tp: Any = root
+    for part in loc:
+        tp = _model_of(tp, part)
+        if tp is None:
+            return []
+        if isinstance(part, str) and part not in _TAGS:
+            fields = tp.model_fields
+            info = next((f for n, f in fields.items() if (f.alias or n) == part), None)
+            if info is None:
+                return sorted((f.alias or n) for n, f in fields.items())
+            tp = info.annotation
+    model = _model_of(tp, None)
+    return sorted((f.alias or n) for n, f in model.model_fields.items()) if model else []
+
+
+def _model_of(tp: Any, part: int | str | None) -> Any:
+    """The model class inside a type (list, Optional, Annotated, a tagged union)."""
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return tp
+    args = [a for a in get_args(tp) if a is not type(None)]
+    if not args:
+        return None
+    models = [m for a in args if (m := _model_of(a, None)) is not None]
+    if isinstance(part, str) and part in _TAGS:
+        for m in models:
+            ann = m.model_fields.get("type")
+            if ann is not None and get_args(ann.annotation) == (part,):
+                return m
+    return models[0] if len(models) == 1 else None
+
+
+def validation_errors(exc: ValidationError, doc: Any, file: str,
+                      root: type[BaseModel] | None = None) -> list[PackError]:
+    """Each pydantic error in plain words, at the line of the field it points at."""
     out = []
     for err in exc.errors():
         loc = tuple(err["loc"])
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, FieldError):  # a model check about one of its fields
+            loc += (cause.field,)
         line, rule_id = _locate(doc, loc)
-        out.append(PackError(err["msg"], file=file, line=line, rule=rule_id, field=_field(loc)))
+        field = _field(loc)
+        allowed = (_allowed_keys(root, loc[:-1]) if root is not None
+                   and err["type"] == "extra_forbidden" else None)
+        message, suggestion = plain(err, field, allowed)
+        out.append(PackError(message, file=file, line=line, rule=rule_id, field=field or None,
+                             suggestion=suggestion))
     return out
+
+
+def _yaml_error(e: yaml.YAMLError, text: str, path: Path) -> PackError:
+    """'not valid YAML' at the line the parser (or the reader, for a control character)
+    stopped on."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    line = mark.line + 1 if mark is not None else None
+    problem = getattr(e, "problem", None)
+    if isinstance(e, yaml.reader.ReaderError):
+        line = text.count("\n", 0, max(e.position, 0)) + 1
+        char = e.character if isinstance(e.character, int) else ord(str(e.character)[:1] or " ")
+        problem = f"the character {chr(char)!r} (U+{char:04X}) is not allowed in YAML"
+    return PackError(f"not valid YAML: {problem or e}", file=str(path), line=line)
 
 
 def read_yaml(path: Path) -> Any:
     try:
-        with path.open(encoding="utf-8") as fh:
-            return yaml.load(fh, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise PackErrors([PackError(f"not valid YAML: {getattr(e, 'problem', e)}", file=str(path),
-                                    line=mark.line + 1 if mark else None)]) from None
+        data = path.read_bytes()
     except OSError as e:
         raise PackErrors([PackError(f"cannot read: {e.strerror}", file=str(path))]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PackErrors([PackError(f"not UTF-8 text (byte {e.start})", file=str(path),
+                                    line=data.count(b"\n", 0, e.start) + 1)]) from None
+    try:
+        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise PackErrors([_yaml_error(e, text, path)]) from None
+    except RecursionError:
+        raise PackErrors([PackError("not valid YAML: nested too deeply", file=str(path),
+                                    line=1)]) from None
 
 
 @dataclass(frozen=True)
@@ -158,15 +261,16 @@ def _suggest(kb: Knowledge, name: str) -> str | None:
 
 
 def _check_value_sets(kb: Knowledge, refs: list[tuple[str, str]], file: str,
-                      line: int | None, rule: str | None) -> list[PackError]:
-    return [PackError(f"unknown value set {vs!r}", file=file, line=line, rule=rule, field=field,
+                      doc: Any, rule: str | None, prefix: str = "") -> list[PackError]:
+    return [PackError(f"unknown value set {vs!r}", file=file,
+                      line=line_of(doc, prefix + field, vs), rule=rule, field=field,
                       suggestion=next(iter(difflib.get_close_matches(vs, list(kb.value_sets), 1)),
                                       None))
             for field, vs in refs if vs not in kb.value_sets]
 
 
-def _check_refs(kb: Knowledge, loaded: LoadedRule) -> list[PackError]:
-    errors = _check_value_sets(kb, loaded.rule.value_set_refs(), loaded.file, loaded.line,
+def _check_refs(kb: Knowledge, loaded: LoadedRule, raw: Any) -> list[PackError]:
+    errors = _check_value_sets(kb, loaded.rule.value_set_refs(), loaded.file, raw,
                                loaded.rule.id)
     for field, name in loaded.rule.refs():
         if kb.known(name):
@@ -174,20 +278,68 @@ def _check_refs(kb: Knowledge, loaded: LoadedRule) -> list[PackError]:
         alias = kb.ingredient_of(name)
         hint = f"; write the ingredient name {alias!r}" if alias else ""
         errors.append(PackError(
-            f"unknown drug or class {name!r}{hint}", file=loaded.file, line=loaded.line,
-            rule=loaded.rule.id, field=field, suggestion=None if alias else _suggest(kb, name)))
+            f"unknown drug or class {name!r}{hint}", file=loaded.file,
+            line=line_of(raw, field, name) or loaded.line, rule=loaded.rule.id, field=field,
+            suggestion=None if alias else _suggest(kb, name)))
     return errors
 
 
-def _check_expressions(kb: Knowledge, loaded: LoadedRule) -> list[PackError]:
+def expression_suggestion(kb: Knowledge, e: ExpressionError) -> str | None:
+    """The near name for an unknown drug or class inside an expression."""
+    if e.suggestion is not None:
+        return e.suggestion
+    m = re.match(r"unknown drug or class '([^']+)'", e.message)
+    if not m:
+        return None
+    alias = kb.ingredient_of(m.group(1))
+    return alias or _suggest(kb, m.group(1))
+
+
+def _check_expressions(kb: Knowledge, loaded: LoadedRule, raw: Any) -> list[PackError]:
     if not loaded.rule.when:
         return []
     try:
         compile_expression(loaded.rule.when, known=kb.known)
     except ExpressionError as e:
-        return [PackError(str(e), file=loaded.file, line=loaded.line, rule=loaded.rule.id,
-                          field="when")]
+        return [PackError(e.message, file=loaded.file,
+                          line=line_of(raw, "when") or loaded.line, rule=loaded.rule.id,
+                          field="when", suggestion=expression_suggestion(kb, e))]
     return []
+
+
+def _rule_files(folder: Path, meta: PackMeta, meta_path: Path, doc: dict[str, Any]
+                ) -> tuple[list[Path], list[PackError]]:
+    """The files `rule_files` names, each pattern relative to the pack folder."""
+    line = doc[LINES].get("rule_files") or doc.get(LINE)
+    errors: list[PackError] = []
+    files: set[Path] = set()
+
+    def error(message: str) -> None:
+        errors.append(PackError(message, file=str(meta_path), line=line, field="rule_files"))
+
+    for pattern in meta.rule_files:
+        if not pattern.strip():
+            error("an empty pattern: write a pattern relative to the pack folder, like "
+                  "'rules/*.yaml'")
+            continue
+        if Path(pattern).is_absolute() or Path(pattern).drive or ".." in Path(pattern).parts:
+            error(f"pattern {pattern!r} must stay inside the pack folder: write it relative to "
+                  "the pack folder, like 'rules/*.yaml'")
+            continue
+        try:
+            matched = sorted(folder.glob(pattern))
+        except (ValueError, NotImplementedError, OSError) as e:
+            error(f"pattern {pattern!r} is not a file pattern ({e})")
+            continue
+        found = [p for p in matched if p.is_file()]
+        if matched and not found:
+            error(f"pattern {pattern!r} matches a folder, not files: write e.g. "
+                  f"'{pattern.rstrip('/')}/*.yaml'")
+            continue
+        files.update(found)
+    if not files and not errors:
+        error(f"no rule files match {meta.rule_files}")
+    return sorted(files), errors
 
 
 def content_digest(folder: Path, files: list[Path]) -> str:
@@ -206,15 +358,17 @@ def load_pack(folder: Path | str, kb: Knowledge) -> Pack:
         raise PackErrors([PackError("no pack.yaml in the pack folder", file=str(folder))])
     doc = read_yaml(meta_path)
     if not isinstance(doc, dict):
-        raise PackErrors([PackError("pack.yaml must be a mapping", file=str(meta_path))])
+        raise PackErrors([PackError(
+            "pack.yaml must be a mapping of fields (id: ..., version: ..., title: ...), not "
+            + ("an empty file" if doc is None else f"a {_kind(doc)}"),
+            file=str(meta_path), line=1)])
     try:
         meta = PackMeta.model_validate(strip_marks(doc))
     except ValidationError as e:
-        raise PackErrors(validation_errors(e, doc, str(meta_path))) from None
+        raise PackErrors(validation_errors(e, doc, str(meta_path), PackMeta)) from None
     errors: list[PackError] = []
     if meta.scope is not None:
-        errors += _check_value_sets(kb, meta.scope.value_set_refs(), str(meta_path),
-                                    doc[LINES].get("scope"), None)
+        errors += _check_value_sets(kb, meta.scope.value_set_refs(), str(meta_path), doc, None)
     knowledge_line = doc[LINES].get("knowledge")
     try:
         if not satisfies(kb.version, meta.knowledge):
@@ -223,9 +377,8 @@ def load_pack(folder: Path | str, kb: Knowledge) -> Pack:
     except PackError as e:
         errors.append(PackError(e.message, file=str(meta_path), line=knowledge_line,
                                 field="knowledge"))
-    files = sorted({p for pattern in meta.rule_files for p in folder.glob(pattern)})
-    if not files:
-        errors.append(PackError(f"no rule files match {meta.rule_files}", file=str(meta_path)))
+    files, file_errors = _rule_files(folder, meta, meta_path, doc)
+    errors += file_errors
     rules: list[LoadedRule] = []
     seen: dict[str, str] = {}
     for path in files:
@@ -235,23 +388,32 @@ def load_pack(folder: Path | str, kb: Knowledge) -> Pack:
             errors += e.errors
             continue
         if not isinstance(rdoc, dict):
-            errors.append(PackError("a rule file must be a mapping with 'rules:'", file=str(path)))
+            errors.append(PackError(
+                "a rule file must be a mapping with 'rules:' (a list of rules), not "
+                + ("an empty file" if rdoc is None else f"a {_kind(rdoc)}"),
+                file=str(path), line=1, field="rules"))
             continue
         try:
             parsed = RuleFile.model_validate(strip_marks(rdoc))
         except ValidationError as e:
-            errors += validation_errors(e, rdoc, str(path))
+            errors += validation_errors(e, rdoc, str(path), RuleFile)
             continue
         for rule, raw in zip(parsed.rules, rdoc["rules"], strict=True):
             loaded = LoadedRule(rule, str(path), raw.get(LINE))
             if rule.id in seen:
                 errors.append(PackError(f"duplicate rule id (first in {seen[rule.id]})",
-                                        file=str(path), line=loaded.line, rule=rule.id, field="id"))
+                                        file=str(path), line=line_of(raw, "id") or loaded.line,
+                                        rule=rule.id, field="id"))
             seen[rule.id] = str(path)
-            errors += _check_refs(kb, loaded)
-            errors += _check_expressions(kb, loaded)
+            errors += _check_refs(kb, loaded, raw)
+            errors += _check_expressions(kb, loaded, raw)
             rules.append(loaded)
     if errors:
         raise PackErrors(errors)
     digest = content_digest(folder, [meta_path, *files])
     return Pack(meta, tuple(rules), folder, digest)
+
+
+def _kind(value: object) -> str:
+    return {list: "list", str: "text", int: "number", float: "number", bool: "true/false"
+            }.get(type(value), type(value).__name__)

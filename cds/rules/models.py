@@ -10,6 +10,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cds.errors import FieldError
 from cds.vocabulary import Family, Role, Severity
 
 RULE_ID = r"^[a-z0-9][a-z0-9\-.]*$"
@@ -62,11 +63,11 @@ class Action(_Strict):
     @model_validator(mode="after")
     def _contexts_agree(self) -> Action:
         if {"draft", "no-draft"} <= self.needs:
-            raise ValueError("an action cannot need both 'draft' and 'no-draft'"
+            raise FieldError("an action cannot need both 'draft' and 'no-draft'"
                              + (f" (its {self.suggestion.kind} suggestion implies "
                                 f"'{IMPLIED_CONTEXT[self.suggestion.kind]}')"
                                 if self.suggestion and self.suggestion.kind in IMPLIED_CONTEXT
-                                else ""))
+                                else ""), "when")
         return self
 
     @property
@@ -189,9 +190,10 @@ class BurdenRule(RuleBase):
     @model_validator(mode="after")
     def _shape(self) -> BurdenRule:
         if self.kind == "combination" and len(self.all) < 2:
-            raise ValueError("a combination rule needs 'all' with two or more drugs or classes")
+            raise FieldError("a combination rule needs 'all' with two or more drugs or classes",
+                             "all")
         if self.kind in ("cns-count", "anticholinergic") and self.min is None:
-            raise ValueError(f"a {self.kind} rule needs 'min'")
+            raise FieldError(f"a {self.kind} rule needs 'min'", "min")
         return self
 
     @property
@@ -291,7 +293,7 @@ class EscalationRule(RuleBase):
                 "multiple-prescribers": ("days",), "no-naloxone": ()}[self.kind]
         missing = [n for n in need if getattr(self, n) is None]
         if missing:
-            raise ValueError(f"a {self.kind} rule needs {', '.join(missing)}")
+            raise FieldError(f"a {self.kind} rule needs {', '.join(missing)}", missing[0])
         if (self.kind == "no-naloxone" and self.threshold is None and not self.with_classes
                 and not self.with_conditions):
             raise ValueError("a no-naloxone rule needs 'threshold', 'with_classes' or "
@@ -319,7 +321,7 @@ class ExpressionRule(RuleBase):
     @model_validator(mode="after")
     def _needs_when(self) -> ExpressionRule:
         if not self.when:
-            raise ValueError("an expression rule needs 'when'")
+            raise FieldError("an expression rule needs 'when'", "when")
         return self
 
     @property
@@ -546,5 +548,7 @@ class PackMeta(_Strict):
     @model_validator(mode="after")
     def _changelog_has_version(self) -> PackMeta:
         if self.version not in {c.version for c in self.changelog}:
-            raise ValueError(f"changelog has no entry for version {self.version}")
+            raise FieldError(f"changelog has no entry for {self.version} (add one: "
+                             f"- {{version: \"{self.version}\", date: YYYY-MM-DD, changes: "
+                             "[...]})", "changelog")
         return self
