@@ -7,6 +7,8 @@
     GET  /admin/feedback/report          alert burden per rule (admin token)
     GET  /packs/{pack@version}           what a card's source.url points at (public)
     GET  /healthz                        liveness and the packs loaded (public)
+    GET  /metrics                        Prometheus metrics (public; `metrics: false` drops it)
+    GET  /openapi.json, /docs            the API described (public; `openapi: false` drops them)
 
 The engine is CPU-bound and thread-safe, so each evaluation runs in the thread pool; what a
 request needs from the engine is taken once, at its start (see state.py). Nothing here logs
@@ -18,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -32,7 +36,9 @@ import anyio
 import httpx
 import orjson
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cds.decisions.carry import judge, sighting_of
 from cds.decisions.model import Decision, Judged
@@ -62,6 +68,8 @@ from cds.service.feedback import (
     parse_feedback,
 )
 from cds.service.middleware import Guard, incident_of, internal_error
+from cds.service.observe import Metrics, note
+from cds.service.openapi import API_DESCRIPTION, DOCS, HOOK_OPENAPI, docs_page
 from cds.service.prefetch import (
     KEY_KINDS,
     KEY_LABELS,
@@ -75,6 +83,8 @@ from cds.vocabulary import DATA_QUALITY
 
 log = logging.getLogger("cds.service")
 SERVICE_LABEL = "cds medication safety"
+#: Set by `cds serve --workers N` for its workers: how many there are.
+WORKERS_ENV = "CDS_SERVE_WORKERS"
 
 
 class HTTPProblem(CdsError):
@@ -125,8 +135,10 @@ class ServiceState:
 
 def create_app(settings: Settings | None = None, *, config_path: Path | str | None = None,
                allow_unsigned: bool | None = None, host: str = "127.0.0.1", port: int = 8080,
-               snapshot: Snapshot | None = None) -> Any:
-    """The ASGI app (the FastAPI app wrapped in the body-size and traceback guard)."""
+               snapshot: Snapshot | None = None, reload_on_sighup: bool = False) -> Any:
+    """The ASGI app (the FastAPI app wrapped in the body-size and traceback guard, which also
+    logs and counts every request). `reload_on_sighup`: SIGHUP reloads the packs as
+    POST /admin/reload does (`cds serve` sets it; it needs the main thread's event loop)."""
     if settings is None:
         settings = load_settings(config_path)
     unsigned = settings.allow_unsigned if allow_unsigned is None else allow_unsigned
@@ -149,6 +161,8 @@ def create_app(settings: Settings | None = None, *, config_path: Path | str | No
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if reload_on_sighup:
+            _on_sighup(state)
         try:
             yield
         finally:
@@ -158,9 +172,39 @@ def create_app(settings: Settings | None = None, *, config_path: Path | str | No
             if state.decisions is not None:
                 state.decisions.close()
 
-    app = FastAPI(title="cds CDS Hooks service", docs_url=None, redoc_url=None,
-                  openapi_url=None, lifespan=lifespan)
+    from cds import __version__
+
+    app = FastAPI(title="cds CDS Hooks service", version=__version__, description=API_DESCRIPTION,
+                  docs_url=None, redoc_url=None,
+                  openapi_url="/openapi.json" if settings.openapi else None, lifespan=lifespan)
     app.state.cds = state
+    metrics = Metrics()
+    if settings.cors_origins:
+        # browser-based CDS Hooks clients on these origins only; no cookies are used
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                           allow_methods=["GET", "POST", "OPTIONS"],
+                           allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+                           expose_headers=["Server-Timing", "X-Request-ID"],
+                           allow_credentials=False, max_age=600)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException) -> Response:
+        """404 (no such endpoint) and 405 (wrong method) in the service's JSON error shape;
+        the path itself is not repeated (it is the caller's to know)."""
+        if e.status_code == 404:
+            problem = HTTPProblem(404, "not-found", "no such endpoint (the CDS services are "
+                                                    "listed at GET /cds-services)")
+        elif e.status_code == 405:
+            allowed = (e.headers or {}).get("Allow", "")
+            problem = HTTPProblem(405, "method-not-allowed",
+                                  f"{_safe(request.method)} is not allowed here"
+                                  + (f" (allowed: {allowed})" if allowed else ""))
+        else:
+            problem = HTTPProblem(e.status_code, "http-error", str(e.detail)[:200])
+        response = problem.response()
+        for name, value in (e.headers or {}).items():
+            response.headers[name] = value
+        return response
 
     @app.exception_handler(Exception)
     async def unhandled(request: Request, e: Exception) -> Response:
@@ -177,7 +221,7 @@ def create_app(settings: Settings | None = None, *, config_path: Path | str | No
         except AuthError as e:
             raise HTTPProblem(401, "unauthorized", e.message) from None
 
-    @app.get("/cds-services")
+    @app.get("/cds-services", summary="Discovery", description=DOCS["discovery"])
     async def discover(request: Request) -> Response:
         try:
             await authenticate(request, "/cds-services")
@@ -186,23 +230,26 @@ def create_app(settings: Settings | None = None, *, config_path: Path | str | No
         snap = state.holder.get()
         return _json(discovery(snap.pack_refs, settings.dispense_days, date.today()))
 
-    @app.post("/cds-services/{service_id}")
+    @app.post("/cds-services/{service_id}", summary="Call a CDS service (a hook)",
+              description=DOCS["hook"], openapi_extra=HOOK_OPENAPI)
     async def hook(service_id: str, request: Request) -> Response:
         t0 = time.perf_counter()
         try:
             response, info = await _hook(state, service_id, request, authenticate)
         except HTTPProblem as p:
-            log.info("%s %s -> %d %s", "POST", _safe(service_id), p.status, p.error)
             return p.response()
         total = (time.perf_counter() - t0) * 1000
-        log.info("hook %s instance=%s -> 200 cards=%d engine=%.1fms total=%.1fms", service_id,
-                 info["hookInstance"], info["cards"], info["engine_ms"], total)
+        # the request's log line and metrics (observe.py): no patient data
+        note(request.scope, cards=info["cards"], rules=info["rules"],
+             hook_instance=info["hookInstance"], engine_ms=round(info["engine_ms"], 2),
+             fetch_ms=round(info["fetch_ms"], 2))
         response.headers["Server-Timing"] = (f"engine;dur={info['engine_ms']:.3f}, "
                                              f"fetch;dur={info['fetch_ms']:.3f}, "
                                              f"total;dur={total:.3f}")
         return response
 
-    @app.post("/cds-services/{service_id}/feedback")
+    @app.post("/cds-services/{service_id}/feedback", summary="Feedback on cards",
+              description=DOCS["feedback"])
     async def feedback(service_id: str, request: Request) -> Response:
         try:
             if service_id not in SERVICES:
@@ -223,35 +270,38 @@ def create_app(settings: Settings | None = None, *, config_path: Path | str | No
                                                          author)
         except HTTPProblem as p:
             return p.response()
-        log.info("feedback %s -> 200 outcomes=%d", service_id, len(new))
+        note(request.scope, outcomes=len(new))
         body = {"stored": len(new), "already_stored": len(outcomes) - len(new)}
         if state.decisions is not None:
             body["decisions"] = decided
         return _json(body)
 
     def admin(request: Request) -> None:
+        """The admin bearer token, always: --allow-unsigned (development) opens the CDS Hooks
+        endpoints, never these."""
         secret = settings.admin_secret()
+        if not secret:
+            raise HTTPProblem(403, "forbidden", "admin endpoints are disabled: set admin_token "
+                                                "(or CDS_ADMIN_TOKEN)")
         header = request.headers.get("authorization") or ""
-        if secret:
-            given = header.removeprefix("Bearer ").strip()
-            if hmac.compare_digest(given.encode(), secret.encode()):
-                return
+        given = header.removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), secret.encode()):
             raise HTTPProblem(401, "unauthorized", "admin endpoints need the admin bearer token")
-        client = request.client.host if request.client else ""
-        if state.allow_unsigned and client in ("127.0.0.1", "::1"):
-            return
-        raise HTTPProblem(403, "forbidden", "admin endpoints are disabled: set admin_token "
-                                            "(or CDS_ADMIN_TOKEN)")
 
-    @app.post("/admin/reload")
+    @app.post("/admin/reload", summary="Reload the rule packs", description=DOCS["reload"])
     async def reload(request: Request) -> Response:
         try:
             admin(request)
-            return _json(await reload_engine(state))
+            body = await reload_engine(state)
         except HTTPProblem as p:
             return p.response()
+        if _workers() > 1:  # the other workers: the supervisor replaces each (see server.py)
+            os.kill(os.getppid(), signal.SIGHUP)
+            body["workers"] = f"all {_workers()} workers are being replaced with these packs"
+        return _json(body)
 
-    @app.get("/admin/feedback/report")
+    @app.get("/admin/feedback/report", summary="Alert burden per rule",
+             description=DOCS["report"])
     async def report(request: Request) -> Response:
         try:
             admin(request)
@@ -260,7 +310,9 @@ def create_app(settings: Settings | None = None, *, config_path: Path | str | No
         rows = await anyio.to_thread.run_sync(state.feedback.burden)
         return _json({"rules": rows})
 
-    @app.get("/packs/{ref}")
+    @app.get("/packs/{ref}", summary="A page about a loaded pack",
+             description="What a card's source.url points at. Public.",
+             response_class=HTMLResponse)
     async def pack_page(ref: str) -> Response:
         pack = state.holder.get().packs.get(ref)
         if pack is None:
@@ -274,13 +326,54 @@ def create_app(settings: Settings | None = None, *, config_path: Path | str | No
                 f"<p>{escape(meta.description)}</p><h2>Changes</h2><ul>{changes}</ul>")
         return HTMLResponse(html)
 
-    @app.get("/healthz")
+    @app.get("/healthz", summary="Liveness", description="Liveness, the packs loaded and "
+             "their generation. Public, no patient data.")
     async def health() -> Response:
         snap = state.holder.get()
         return _json({"status": "ok", "packs": list(snap.pack_refs),
                       "generation": snap.generation, "loaded_at": snap.loaded_at})
 
-    return Guard(app, settings.max_body_bytes)
+    if settings.metrics:
+        @app.get("/metrics", summary="Prometheus metrics", description=DOCS["metrics"],
+                 response_class=Response)
+        async def prometheus() -> Response:
+            body, content_type = await anyio.to_thread.run_sync(metrics.render)
+            return Response(body, media_type=content_type)
+
+    if settings.openapi:
+        @app.get("/docs", summary="This page", response_class=HTMLResponse)
+        async def docs() -> Response:
+            return HTMLResponse(docs_page(app.openapi()))
+
+    return Guard(app, settings.max_body_bytes, metrics)
+
+
+def _workers() -> int:
+    """How many worker processes `cds serve --workers N` started (1: this one alone)."""
+    try:
+        return int(os.environ.get(WORKERS_ENV, "1"))
+    except ValueError:
+        return 1
+
+
+def _on_sighup(state: ServiceState) -> None:
+    """SIGHUP reloads the packs (the admin call's work), logged; a failed reload keeps the
+    running packs. Only possible from the main thread's loop: otherwise said and skipped."""
+    loop = asyncio.get_running_loop()
+
+    async def reload() -> None:
+        try:
+            done = await reload_engine(state)
+        except HTTPProblem as p:
+            log.error("SIGHUP reload failed (%s): the previous packs keep running: %s",
+                      p.error, p.message)
+        else:
+            log.info("SIGHUP: reloaded, generation %d", done["generation"])
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
+    except (RuntimeError, ValueError, NotImplementedError, AttributeError):
+        log.warning("SIGHUP cannot be handled here: reload packs with POST /admin/reload")
 
 
 def _safe(text: str) -> str:
@@ -369,7 +462,8 @@ async def _hook(state: ServiceState, service_id: str, request: Request,
     state.feedback.issued(issued)
     return _json({"cards": cards}), {"hookInstance": _safe_instance(instance),
                                      "cards": len(cards), "engine_ms": engine_ms,
-                                     "fetch_ms": fetch_ms}
+                                     "fetch_ms": fetch_ms,
+                                     "rules": [c.rule or "(service)" for c in issued]}
 
 
 def _safe_instance(instance: str) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -37,6 +38,25 @@ Indicator = Literal["info", "warning", "critical"]
 DEFAULT_INDICATORS: dict[str, Indicator] = {
     "critical": "critical", "high": "warning", "moderate": "warning", "low": "info", "info": "info",
 }
+
+
+#: Environment variable naming the service's store (feedback_db) when the config does not.
+FEEDBACK_DB_ENV = "CDS_FEEDBACK_DB"
+
+
+def is_url(text: str) -> bool:
+    return text.startswith(("postgresql://", "postgres://", "postgresql+psycopg://"))
+
+
+def default_feedback_db() -> Path | str:
+    """$CDS_FEEDBACK_DB, else feedback.sqlite3 in the per-user data directory (platformdirs:
+    ~/.local/share/cds, or $XDG_DATA_HOME/cds, on Linux): never the working directory."""
+    env = os.environ.get(FEEDBACK_DB_ENV)
+    if env:
+        return env if is_url(env) else Path(env)
+    from platformdirs import user_data_path
+
+    return user_data_path("cds", appauthor=False) / "feedback.sqlite3"
 
 
 class ConfigError(CdsError):
@@ -97,7 +117,11 @@ class Settings(_Strict):
     max_body_bytes: int = Field(default=5_000_000, ge=1024)
     #: medication records one call may carry (prefetch and drafts); more: 413
     max_medications: int = Field(default=300, ge=1)
-    feedback_db: Path = Path("cds-feedback.sqlite3")
+    #: The service's own store (issued cards, feedback, JWT ids): an SQLite file or a
+    #: postgresql:// URL. Default: feedback.sqlite3 in the per-user data directory
+    #: ($CDS_FEEDBACK_DB, else platformdirs: ~/.local/share/cds on Linux), never the
+    #: directory the server was started from.
+    feedback_db: Path | str = Field(default_factory=lambda: default_feedback_db())
     #: The pharmacists' decisions store (an SQLite file or a postgresql:// URL; default
     #: $CDS_DB, else none): a card whose alert has a standing decision is held back (or shown
     #: as info, `standing_decisions: info`) until the alert changes; an override or a snooze
@@ -108,6 +132,16 @@ class Settings(_Strict):
     store_user_comments: bool = True
     #: Bearer secret for /admin/* (or the CDS_ADMIN_TOKEN environment variable).
     admin_token: str | None = None
+
+    #: Browser origins (scheme://host[:port]) allowed to call the service (CORS; a CDS Hooks
+    #: client running in the browser needs it). Default: none (no CORS headers at all).
+    cors_origins: list[str] = Field(default_factory=list)
+    #: Serve the OpenAPI document at /openapi.json and a page about the API at /docs.
+    openapi: bool = True
+    #: Serve Prometheus metrics at /metrics (no patient data; restrict it at the proxy).
+    metrics: bool = True
+    #: Log lines as JSON objects, one a line (`json`), or as plain text (`text`).
+    log_format: Literal["json", "text"] = "json"
 
     #: Card `source.url` per pack id; default {base_url}/packs/{pack@version}.
     pack_urls: dict[str, str] = Field(default_factory=dict)
@@ -135,6 +169,28 @@ class Settings(_Strict):
             raise ValueError(f"indicators: no indicator for severity {', '.join(missing)}")
         return v
 
+    @field_validator("feedback_db", mode="before")
+    @classmethod
+    def _db(cls, v: Any) -> Any:
+        """A postgresql:// URL stays a string (a Path would fold its '//'); anything else is a
+        file path."""
+        if isinstance(v, str) and not is_url(v):
+            return Path(v)
+        return v
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        out = []
+        for origin in v:
+            parts = urlsplit(origin)
+            if (parts.scheme not in ("http", "https") or not parts.netloc
+                    or parts.path not in ("", "/") or parts.query or parts.fragment):
+                raise ValueError(f"{origin!r} is not an origin: give scheme://host[:port], "
+                                 "no path ('*' is not accepted: list each origin)")
+            out.append(f"{parts.scheme}://{parts.netloc}")
+        return out
+
     @field_validator("base_url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
@@ -146,6 +202,17 @@ class Settings(_Strict):
 
     def admin_secret(self) -> str | None:
         return self.admin_token or os.environ.get("CDS_ADMIN_TOKEN") or None
+
+    def feedback_location(self) -> str:
+        """feedback_db for people and logs: a URL without its password, or the file."""
+        db = str(self.feedback_db)
+        if is_url(db):
+            parts = urlsplit(db)
+            host = parts.hostname or ""
+            port = f":{parts.port}" if parts.port else ""
+            user = f"{parts.username}@" if parts.username else ""
+            return f"{parts.scheme}://{user}{host}{port}{parts.path}"
+        return db
 
     def service_base(self, host: str = "127.0.0.1", port: int = 8080) -> str:
         return self.base_url or f"http://{host}:{port}"
@@ -170,6 +237,7 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
         base = Path(path).resolve().parent
         for key in ("feedback_db", "decisions_db"):
             if (key in data and isinstance(data[key], str) and "://" not in data[key]
+                    and data[key] != ":memory:"
                     and not Path(data[key]).is_absolute()):
                 data[key] = str(base / data[key])
         for issuer in data.get("issuers") or []:

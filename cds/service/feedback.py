@@ -7,16 +7,21 @@ accepted suggestions or override reason; the same outcome posted twice is stored
 `tokens` (issuer|jti -> expiry, kept until the token expires). Issued cards are written by a
 background thread so the hook's answer never waits on the disk; feedback and token ids are
 committed before the call is answered. One connection, one lock: safe from any thread.
+
+The store is an SQLite file (WAL, with a busy timeout: several worker processes of one host
+may share it) or, given a postgresql:// URL, a PostgreSQL database (psycopg; the same tables,
+for services on several hosts or workers behind one store).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +47,7 @@ CREATE TABLE IF NOT EXISTS cards (
     issued_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS feedback (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id {serial},
     service TEXT NOT NULL,
     card TEXT NOT NULL,
     outcome TEXT NOT NULL CHECK (outcome IN ('accepted', 'overridden')),
@@ -53,7 +58,7 @@ CREATE TABLE IF NOT EXISTS feedback (
     user_comment TEXT,
     outcome_timestamp TEXT NOT NULL,
     received_at TEXT NOT NULL,
-    client TEXT
+    client TEXT{outcome_key}
 );
 CREATE INDEX IF NOT EXISTS feedback_card ON feedback (card);
 CREATE INDEX IF NOT EXISTS cards_rule ON cards (rule);
@@ -62,6 +67,11 @@ CREATE TABLE IF NOT EXISTS tokens (
     expires REAL NOT NULL
 );
 """
+
+_SQLITE_SCHEMA = (_SCHEMA.replace("{serial}", "INTEGER PRIMARY KEY AUTOINCREMENT")
+                  .replace("{outcome_key}", ""))
+_PG_SCHEMA = (_SCHEMA.replace("{serial}", "BIGSERIAL PRIMARY KEY")
+              .replace("{outcome_key}", ",\n    outcome_key TEXT"))
 
 #: Feedback stores of cds < 0.2 have no `outcome_key`: add it, key the rows, drop the
 #: repeats (the same outcome posted twice), then make it unique.
@@ -188,22 +198,71 @@ def parse_feedback(body: Any, *, keep_comments: bool = True) -> list[Outcome]:
     return out
 
 
+class _PostgresConnection:
+    """The few sqlite3.Connection methods the store uses, over psycopg (autocommit, with
+    explicit BEGIN/COMMIT as the SQLite path has): `?` placeholders become `%s`. A broken
+    connection (the server restarted) is replaced at the next transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.url = "postgresql://" + url.split("://", 1)[1]
+        self._conn = self._connect()
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(self.url, autocommit=True)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        if sql == "BEGIN" and (self._conn.closed or self._conn.broken):
+            self._conn = self._connect()
+        return self._conn.execute(sql.replace("?", "%s"), tuple(params))
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self._conn.cursor() as cur:
+            cur.executemany(sql.replace("?", "%s"), rows)
+
+    def executescript(self, sql: str) -> None:
+        self._conn.execute(sql)  # several statements, no parameters
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _db_errors() -> tuple[type[Exception], ...]:
+    import psycopg
+
+    return (sqlite3.Error, psycopg.Error)
+
+
 class FeedbackStore:
     def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self.postgres = isinstance(path, str) and path.startswith(("postgresql", "postgres://"))
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-            columns = {r[1] for r in self._db.execute("PRAGMA table_info(feedback)")}
-            if "outcome_key" not in columns:
-                self._db.executescript("BEGIN;" + _MIGRATE_OUTCOME_KEY + "COMMIT;")
-            self._db.execute("CREATE UNIQUE INDEX IF NOT EXISTS feedback_outcome "
-                             "ON feedback (outcome_key)")
+        self._db: Any
+        if self.postgres:
+            self.path = Path()
+            self._db = _PostgresConnection(str(path))
+            with self._lock:
+                self._db.executescript(_PG_SCHEMA)
+                self._db.execute("CREATE UNIQUE INDEX IF NOT EXISTS feedback_outcome "
+                                 "ON feedback (outcome_key)")
+        else:
+            self.path = Path(path)
+            if str(path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
+                                       timeout=10)
+            with self._lock:
+                # several worker processes may open one file: wait for a writer, not fail
+                self._db.execute("PRAGMA busy_timeout=10000")
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(_SQLITE_SCHEMA)
+                columns = {r[1] for r in self._db.execute("PRAGMA table_info(feedback)")}
+                if "outcome_key" not in columns:
+                    self._db.executescript("BEGIN;" + _MIGRATE_OUTCOME_KEY + "COMMIT;")
+                self._db.execute("CREATE UNIQUE INDEX IF NOT EXISTS feedback_outcome "
+                                 "ON feedback (outcome_key)")
         self._queue: queue.SimpleQueue[list[IssuedCard] | threading.Event | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="cds-cards-writer",
                                         daemon=True)
@@ -237,7 +296,7 @@ class FeedbackStore:
             if pending:
                 try:
                     self._insert_cards(pending)
-                except sqlite3.Error as e:  # never take the service down; say so
+                except _db_errors() as e:  # never take the service down; say so
                     log.error("could not store %d issued cards: %s", len(pending),
                               type(e).__name__)
             for ev in events:
@@ -249,11 +308,13 @@ class FeedbackStore:
         rows = [(c.uuid, c.service, c.hook_instance, c.rule, c.pack, c.pack_digest, c.family,
                  c.severity, c.indicator, int(c.draft), json.dumps(dict(c.suggestions)),
                  c.issued_at) for c in cards]
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR IGNORE INTO cards VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                                 rows)
-            self._db.execute("COMMIT")
+        with self._lock, self._transaction():
+            self._db.executemany("INSERT INTO cards VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
+                                 "ON CONFLICT DO NOTHING", rows)
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(Exception):
+            self._db.execute("ROLLBACK")
 
     def flush(self, timeout: float = 5.0) -> None:
         """Wait until every issued card queued so far is on disk."""
@@ -270,39 +331,46 @@ class FeedbackStore:
         call posts the same outcomes again: they are stored once)."""
         now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         new: list[Outcome] = []
-        with self._lock:
-            self._db.execute("BEGIN")
+        with self._lock, self._transaction():
             for o in outcomes:
                 accepted = json.dumps(list(o.accepted))
                 key = "\x1f".join((service, o.card, o.outcome, o.timestamp, accepted,
                                    o.reason_system or "", o.reason_code or "",
                                    o.user_comment or ""))
                 cur = self._db.execute(
-                    "INSERT OR IGNORE INTO feedback (service, card, outcome, "
+                    "INSERT INTO feedback (service, card, outcome, "
                     "accepted_suggestions, reason_system, reason_code, reason_display, "
                     "user_comment, outcome_timestamp, received_at, client, outcome_key) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                     (service, o.card, o.outcome, accepted, o.reason_system, o.reason_code,
                      o.reason_display, o.user_comment, o.timestamp, now, client, key))
                 if cur.rowcount:
                     new.append(o)
-            self._db.execute("COMMIT")
         return new
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN ... COMMIT, or ROLLBACK on any error (the connection stays usable)."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._rollback()
+            raise
+        self._db.execute("COMMIT")
 
     # -- token ids (synchronous, durable) -----------------------------------------
     def remember_token(self, key: str, expires: float, now: float) -> bool:
         """Record a JWT's issuer|jti until it expires; False when it is already on file and
         not expired (a replay, also across restarts)."""
-        with self._lock:
-            self._db.execute("BEGIN")
+        with self._lock, self._transaction():
             if now >= self._next_token_purge:
                 self._db.execute("DELETE FROM tokens WHERE expires <= ?", (now,))
                 self._next_token_purge = now + 60
             cur = self._db.execute(
                 "INSERT INTO tokens (key, expires) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
                 "SET expires = excluded.expires WHERE tokens.expires <= ?", (key, expires, now))
-            self._db.execute("COMMIT")
-            return cur.rowcount > 0
+            return bool(cur.rowcount > 0)
 
     def burden(self) -> list[dict[str, Any]]:
         """Per rule: cards issued, accepted, overridden, and the override reasons given."""
