@@ -60,27 +60,43 @@ class LoadedCase(BaseModel):
     patient: Patient
     file: str
     line: int | None
+    #: the case as read, with its line marks (for errors at a field's line)
+    raw: dict[str, Any] | None = Field(default=None, repr=False)
 
 
-def load_cases(pack_dir: Path) -> list[LoadedCase]:
-    """Every case of a pack, each patient parsed; errors name the case file and line."""
+def load_cases(pack_dir: Path, errors: list[PackError] | None = None) -> list[LoadedCase]:
+    """Every case of a pack, each patient parsed; errors name the case file and line.
+    With `errors`, problems are added to it and the good cases returned (for `cds pack
+    lint`); without, any problem raises PackErrors."""
     from cds.io import patient_from_native, read_patient
-    from cds.rules.loader import LINE, read_yaml, strip_marks, validation_errors
+    from cds.rules.loader import LINE, line_of, read_yaml, strip_marks, validation_errors
 
     out: list[LoadedCase] = []
-    errors: list[PackError] = []
+    found: list[PackError] = []
     for path in sorted((pack_dir / "cases").glob("*.yaml")):
-        doc = read_yaml(path)
+        try:
+            doc = read_yaml(path)
+        except PackErrors as e:
+            found += e.errors
+            continue
         raw_cases = doc.get("cases") if isinstance(doc, dict) else None
         if not isinstance(raw_cases, list):
-            errors.append(PackError("a case file must be a mapping with 'cases:'", file=str(path)))
+            found.append(PackError("a case file must be a mapping with 'cases:' (a list of "
+                                   "cases)", file=str(path),
+                                   line=line_of(doc, "cases") if isinstance(doc, dict) else 1,
+                                   field="cases"))
             continue
-        for raw in raw_cases:
-            line = raw.get(LINE) if isinstance(raw, dict) else None
+        for i, raw in enumerate(raw_cases):
+            line = raw.get(LINE) if isinstance(raw, dict) else line_of(doc, "cases", raw)
+            if not isinstance(raw, dict):
+                found.append(PackError("a case must be a mapping (name: ..., as_of: ..., "
+                                       "patient: ...)", file=str(path), line=line,
+                                       field=f"cases[{i}]"))
+                continue
             try:
                 case = Case.model_validate(strip_marks(raw))
             except ValidationError as e:
-                errors += validation_errors(e, raw, str(path))
+                found += validation_errors(e, raw, str(path), Case)
                 continue
             try:
                 if case.patient_file:
@@ -89,9 +105,13 @@ def load_cases(pack_dir: Path) -> list[LoadedCase]:
                     assert case.patient is not None
                     patient = patient_from_native(case.patient, source=f"{path}:{line}")
             except InputError as e:
-                errors.append(PackError(f"case {case.name!r}: {e}", file=str(path), line=line))
+                field = "patient_file" if case.patient_file else "patient"
+                found.append(PackError(f"case {case.name!r}: {e}", file=str(path),
+                                       line=line_of(raw, field) or line, field=field))
                 continue
-            out.append(LoadedCase(case=case, patient=patient, file=str(path), line=line))
-    if errors:
-        raise PackErrors(errors)
+            out.append(LoadedCase(case=case, patient=patient, file=str(path), line=line, raw=raw))
+    if errors is not None:
+        errors += found
+    elif found:
+        raise PackErrors(found)
     return out

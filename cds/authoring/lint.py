@@ -1,13 +1,19 @@
-"""Warnings for a pack that loads: things an author should look at, not errors."""
+"""`cds pack lint` beyond loading: errors a pack that loads can still have (a placeholder its
+rule type does not fill, cases that name rules or drugs that do not exist), and warnings,
+things an author should look at."""
 
 from __future__ import annotations
 
 import re
 import string
+from pathlib import Path
+from typing import Any
 
 from cds.engine.kinds import kind_of
+from cds.errors import PackError
 from cds.knowledge.store import Knowledge
-from cds.rules.loader import Pack
+from cds.rules.loader import Pack, line_of, read_yaml, suggest_name
+from cds.rules.messages import near
 from cds.rules.models import Action
 
 #: Words that make an action about an order being placed now: it fits only a finding with a
@@ -36,11 +42,97 @@ def action_warnings(action: Action) -> list[str]:
     return out
 
 
-def _fields(template: str) -> set[str]:
+def _fields(template: str) -> set[str] | None:
+    """The placeholders of a template (None: its braces do not pair up)."""
     try:
-        return {f for _, f, _, _ in string.Formatter().parse(template) if f}
+        return {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
     except ValueError:
-        return {"<malformed braces>"}
+        return None
+
+
+def _raw_rules(pack: Pack) -> dict[tuple[str, str], dict[str, Any]]:
+    """(file, rule id) -> the rule as read, with its line marks."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for file in sorted({r.file for r in pack.rules}):
+        doc = read_yaml(Path(file))
+        for raw in doc.get("rules", []) if isinstance(doc, dict) else []:
+            if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+                out[(file, raw["id"])] = raw
+    return out
+
+
+def placeholder_errors(pack: Pack) -> list[PackError]:
+    """A placeholder its rule type does not fill (`{valeu}`), or braces that do not pair up,
+    in a rule's summary or rationale: the alert would show the braces to a clinician."""
+    out: list[PackError] = []
+    raws = _raw_rules(pack)
+    for loaded in pack.rules:
+        r = loaded.rule
+        allowed = kind_of(r).placeholders
+        raw = raws.get((loaded.file, r.id), {})
+        for part, text in (("summary", r.summary), ("rationale", r.rationale)):
+            line = line_of(raw, part) or loaded.line
+            found = _fields(text)
+            if found is None:
+                out.append(PackError("braces do not pair up: write {name} for a placeholder, "
+                                     "{{ and }} for a brace", file=loaded.file, line=line,
+                                     rule=r.id, field=part))
+                continue
+            for name in sorted(found - allowed):
+                fill = ", ".join("{" + a + "}" for a in sorted(allowed)) or "none"
+                out.append(PackError(
+                    f"unknown placeholder {{{name}}}: {r.type} rules fill {fill}",
+                    file=loaded.file, line=line, rule=r.id, field=part,
+                    suggestion=(f"{{{s}}}" if (s := near(name, sorted(allowed))) else None)))
+    return out
+
+
+def check_cases(pack: Pack, kb: Knowledge) -> tuple[list[PackError], list[PackError]]:
+    """(errors, warnings) of a pack's cases. Errors: the schema, a rule id in `expect`,
+    `expect_not` or `expect_alerts` that the pack does not have. Warnings: a medication no
+    drug name or code of the knowledge base matches (the case tests an unrecognized drug,
+    which the data-quality pack's cases and near misses do on purpose; a typo does not)."""
+    from cds.authoring.cases import load_cases
+    from cds.knowledge.normalize import identify
+
+    errors: list[PackError] = []
+    warnings: list[PackError] = []
+    ids = [r.rule.id for r in pack.rules]
+    for lc in load_cases(pack.path, errors):
+        raw = lc.raw or {}
+        c = lc.case
+        refs = [(f, rid) for f in ("expect", "expect_not") for rid in getattr(c, f)]
+        refs += [(f"expect_alerts[{j}].rule", e.rule) for j, e in enumerate(c.expect_alerts)]
+        for field, rid in refs:
+            if rid not in ids:
+                errors.append(PackError(
+                    f"case {c.name!r}: {pack.ref} has no rule {rid!r}", file=lc.file,
+                    line=line_of(raw, field, rid) or lc.line, field=field,
+                    suggestion=near(rid, ids)))
+        orders = [("patient.medications", m) for m in lc.patient.medications]
+        orders += [("draft_orders", m) for m in c.draft_orders]
+        for where, m in orders:
+            if identify(kb, m) is not None:
+                continue
+            said = m.text or ", ".join(f"{x.system or ''}|{x.code}" for x in m.codes) or m.id
+            first = (m.text or "").split(" ", 1)[0]
+            warnings.append(PackError(
+                f"case {c.name!r}: medication {said!r} is not a drug the knowledge base knows "
+                "(no ingredient name, salt, brand or RxNorm code of it matches)",
+                file=lc.file, line=_item_line(raw, where, m.id) or lc.line, field=where,
+                suggestion=suggest_name(kb, first) if first else None))
+    return errors, warnings
+
+
+def _item_line(raw: dict[str, Any], field: str, item_id: str) -> int | None:
+    """The line of the list item of `field` whose id is `item_id`."""
+    node: Any = raw
+    for part in field.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    for i, item in enumerate(node if isinstance(node, list) else []):
+        if isinstance(item, dict) and str(item.get("id")) == item_id:
+            return line_of(raw, f"{field}[{i}]")
+    return line_of(raw, field)
 
 
 def _unconfirmed_within(kb: Knowledge, name: str) -> list[str]:
@@ -66,12 +158,6 @@ def lint_warnings(pack: Pack, kb: Knowledge) -> list[str]:
                 out.append(f"{where}: field {field}: {name!r} reaches class {cls!r}, marked "
                            f"unconfirmed in the knowledge base{via}; confirm it against its "
                            "source before shipping")
-        allowed = kind_of(r).placeholders
-        for part, text in (("summary", r.summary), ("rationale", r.rationale)):
-            unknown = _fields(text) - allowed
-            if unknown:
-                out.append(f"{where}: field {part}: placeholders {sorted(unknown)} are not "
-                           f"filled by {r.type} rules (fillable: {sorted(allowed)})")
         for i, action in enumerate(r.actions):
             out += [f"{where}: field actions[{i}]: {action.text!r} {w}"
                     for w in action_warnings(action)]

@@ -252,7 +252,8 @@ class Pack:
         return None
 
 
-def _suggest(kb: Knowledge, name: str) -> str | None:
+def suggest_name(kb: Knowledge, name: str) -> str | None:
+    """The drug or class id near a misspelt name (an ingredient for a near salt or brand)."""
     candidates = list(kb.classes.graph.nodes) + list(kb.names)
     close = difflib.get_close_matches(name.lower(), candidates, n=1, cutoff=0.75)
     if not close:
@@ -280,7 +281,7 @@ def _check_refs(kb: Knowledge, loaded: LoadedRule, raw: Any) -> list[PackError]:
         errors.append(PackError(
             f"unknown drug or class {name!r}{hint}", file=loaded.file,
             line=line_of(raw, field, name) or loaded.line, rule=loaded.rule.id, field=field,
-            suggestion=None if alias else _suggest(kb, name)))
+            suggestion=None if alias else suggest_name(kb, name)))
     return errors
 
 
@@ -292,7 +293,7 @@ def expression_suggestion(kb: Knowledge, e: ExpressionError) -> str | None:
     if not m:
         return None
     alias = kb.ingredient_of(m.group(1))
-    return alias or _suggest(kb, m.group(1))
+    return alias or suggest_name(kb, m.group(1))
 
 
 def _check_expressions(kb: Knowledge, loaded: LoadedRule, raw: Any) -> list[PackError]:
