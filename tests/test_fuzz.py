@@ -88,33 +88,11 @@ LOINC = "http://loinc.org"
 
 #: Known bugs: messages of errors that do not name their place yet. Each has a reproducer
 #: below (xfail, strict); remove the entry when the reproducer starts passing.
-KNOWN: dict[str, re.Pattern[str]] = {
-    # test_known_bug_pack_file_errors_name_no_line_or_field
-    "pack-file-level": re.compile(r"^(no rule files match |cannot read: |pack\.yaml must be a "
-                                  r"mapping$|a rule file must be a mapping)"),
-    # test_known_bug_yaml_control_character_names_no_line
-    "yaml-reader-error": re.compile(r"^not valid YAML: unacceptable character "),
-}
+KNOWN: dict[str, re.Pattern[str]] = {}
 
 
 def known(message: str) -> str | None:
     return next((name for name, pattern in KNOWN.items() if pattern.search(message)), None)
-
-
-def known_bad_glob(pack_yaml: str) -> bool:
-    """test_known_bug_rule_files_pattern_raises: a `rule_files` pattern Path.glob refuses
-    (absolute, empty) escapes load_pack as NotImplementedError or ValueError."""
-    try:
-        doc = yaml.safe_load(pack_yaml)
-    except yaml.YAMLError:
-        return False
-    patterns = doc.get("rule_files") if isinstance(doc, dict) else None
-    for p in patterns if isinstance(patterns, list) else ():
-        try:
-            list(Path(tempfile.gettempdir()).glob(p)) if isinstance(p, str) else None
-        except (ValueError, NotImplementedError):
-            return True
-    return False
 
 
 # --- budget ---------------------------------------------------------------------------------
@@ -1109,12 +1087,7 @@ def check_pack(change: tuple[str, str, str]) -> None:
         folder = Path(tmp) / pack
         shutil.copytree(RULESETS / pack, folder, ignore=shutil.ignore_patterns("cases"))
         (folder / name).write_text(text, encoding="utf-8")
-        try:
-            got = _load(folder)
-        except (ValueError, NotImplementedError):
-            if known_bad_glob((folder / "pack.yaml").read_text(encoding="utf-8")):
-                return
-            raise
+        got = _load(folder)
         again = _load(folder)
         if isinstance(got, Pack):
             assert isinstance(again, Pack) and again.digest == got.digest
@@ -1163,8 +1136,8 @@ def test_json_paths_cover_bundles() -> None:
     assert len(json_paths(EXAMPLE)) > 50
 
 
-# --- what the campaign found: reproducers of the fixed bugs (regressions), then the known ---
-# --- bugs still open (xfail, strict: a fix makes them fail loudly) ---------------------
+# --- what the campaign found: reproducers of the bugs it found, fixed (regressions). A bug found
+# --- and not yet fixed gets a reproducer here marked xfail(strict=True) and an entry in KNOWN.
 
 def _pat(pid: str = "p1") -> dict[str, Any]:
     return {"resourceType": "Patient", "id": pid, "gender": "female", "birthDate": "1950-03-14"}
@@ -1249,10 +1222,8 @@ def _pack_copy(tmp_path: Path, pack: str = "cns-burden") -> Path:
     return folder
 
 
-@pytest.mark.xfail(reason="rule_files: an absolute or empty pattern escapes load_pack as "
-                          "NotImplementedError / ValueError (not PackErrors)", strict=True)
 @pytest.mark.parametrize("pattern", ["/etc/*.yaml", ""])
-def test_known_bug_rule_files_pattern_raises(tmp_path: Path, pattern: str) -> None:
+def test_fixed_a_bad_rule_files_pattern_is_a_pack_error(tmp_path: Path, pattern: str) -> None:
     folder = _pack_copy(tmp_path)
     meta = folder / "pack.yaml"
     meta.write_text(meta.read_text() + f"rule_files: [{pattern!r}]\n")
@@ -1261,15 +1232,13 @@ def test_known_bug_rule_files_pattern_raises(tmp_path: Path, pattern: str) -> No
     assert all(x.field == "rule_files" or x.line for x in e.value.errors)
 
 
-@pytest.mark.xfail(reason="pack errors about a whole file name neither a line nor a field",
-                   strict=True)
 @pytest.mark.parametrize(("file", "text"), [
     ("pack.yaml", None),                     # rule_files matching nothing
     ("pack.yaml", "rules"),                  # rule_files matching a directory
     ("pack.yaml", "[]\n"),                   # pack.yaml not a mapping
     ("rules/cns.yaml", "- 1\n"),             # a rule file not a mapping
 ])
-def test_known_bug_pack_file_errors_name_no_line_or_field(tmp_path: Path, file: str,
+def test_fixed_pack_errors_about_a_whole_file_name_a_line_or_field(tmp_path: Path, file: str,
                                                           text: str | None) -> None:
     folder = _pack_copy(tmp_path)
     meta = folder / "pack.yaml"
@@ -1284,9 +1253,7 @@ def test_known_bug_pack_file_errors_name_no_line_or_field(tmp_path: Path, file: 
         assert x.file and (x.line or x.field), str(x)
 
 
-@pytest.mark.xfail(reason="a control character in a pack's YAML: 'not valid YAML' with no line "
-                          "(yaml's ReaderError has a position, not a problem_mark)", strict=True)
-def test_known_bug_yaml_control_character_names_no_line(tmp_path: Path) -> None:
+def test_fixed_a_yaml_control_character_names_its_line(tmp_path: Path) -> None:
     folder = _pack_copy(tmp_path)
     rules = folder / "rules" / "cns.yaml"
     rules.write_text(rules.read_text().replace("rules:", "rules:  # \x07", 1))
