@@ -1,0 +1,51 @@
+"""`cds explain`: why a rule did or did not fire for a patient."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cds.cli.common import (
+    AsOfOpt,
+    PacksOpt,
+    RulesetsOpt,
+    as_of_date,
+    fail,
+    file_errors,
+    load_engine_or_fail,
+    out,
+)
+from cds.errors import CdsError, PackErrors
+
+
+@file_errors
+def explain(
+    file: Annotated[Path, typer.Argument(help="Patient: FHIR R4 Bundle or native JSON.")],
+    rule: Annotated[str, typer.Option("--rule", help="Rule: 'pack/rule-id' or 'rule-id'.")],
+    pack: PacksOpt = None,
+    rulesets: RulesetsOpt = None,
+    as_of: AsOfOpt = None,
+) -> None:
+    """Why a rule did or did not fire for a patient: each condition and its value."""
+    from cds.authoring.explain import explain as run_explain
+    from cds.io import read_patient
+
+    try:
+        patient = read_patient(file)
+    except CdsError as e:
+        fail(str(e))
+    eng = load_engine_or_fail(pack, rulesets)
+    facts = eng.facts(patient, as_of=as_of_date(as_of))
+    try:
+        ex = run_explain(eng, facts, rule)
+    except PackErrors as e:
+        fail(str(e))
+    verdict = "[bold red]FIRED[/]" if ex.fired else "[green]did not fire[/]"
+    out.print(f"[bold]{ex.rule}[/] ({ex.pack}) for patient {patient.id}: {verdict}")
+    for c in ex.conditions:
+        mark = {True: "[green]yes[/]", False: "[red]no[/]", None: "[dim]-[/]"}[c.ok]
+        out.print(f"  {mark}  {c.text}: {c.value}")
+    if ex.alert_summary:
+        out.print(f"  alert: {ex.alert_summary}")
