@@ -19,9 +19,12 @@ def serve(
     config: Annotated[Path | None, typer.Option("--config", help="Service config (YAML).")] = None,
     log_level: Annotated[str, typer.Option(
         "--log-level", help="debug, info, warning or error. Patient data is never logged.")] = "info",
+    workers: Annotated[int, typer.Option(
+        "--workers", min=1, help="Worker processes sharing the socket and the one store "
+                                 "(docs/deploy.md). SIGHUP replaces them with the packs reloaded.")] = 1,
 ) -> None:
-    """Run the CDS Hooks service (docs/cds-hooks.md)."""
+    """Run the CDS Hooks service (docs/cds-hooks.md, docs/deploy.md)."""
     from cds.service.server import run
 
     run(host=host, port=port, allow_unsigned=allow_unsigned, config=config,
-        log_level=log_level.lower())
+        log_level=log_level.lower(), workers=workers)
