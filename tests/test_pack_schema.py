@@ -50,7 +50,7 @@ def test_schemas_are_package_data() -> None:
     assert schema_path("pack.schema.json").parent == ROOT / "cds" / "rules" / "schema"
     docs = (ROOT / "docs" / "rule-packs.md").read_text(encoding="utf-8")
     for name in FILES:
-        assert f"yaml-language-server: $schema=" in docs and name in docs
+        assert "yaml-language-server: $schema=" in docs and name in docs
 
 
 @pytest.mark.parametrize("pack", PACKS, ids=lambda p: p.name)

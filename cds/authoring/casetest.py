@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from cds.authoring.cases import LoadedCase, load_cases
@@ -17,6 +18,7 @@ class CaseOutcome:
     line: int | None
     failures: list[str] = field(default_factory=list)
     fired: list[str] = field(default_factory=list)
+    seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -41,6 +43,13 @@ def _fired_ids(pack: Pack, rules: list[str]) -> list[str]:
 
 
 def run_case(engine: Engine, pack: Pack, lc: LoadedCase) -> CaseOutcome:
+    start = time.perf_counter()
+    out = _run_case(engine, pack, lc)
+    out.seconds = time.perf_counter() - start
+    return out
+
+
+def _run_case(engine: Engine, pack: Pack, lc: LoadedCase) -> CaseOutcome:
     c = lc.case
     out = CaseOutcome(c.name, lc.file, lc.line)
     try:
@@ -87,6 +96,35 @@ def test_pack(pack: Pack, kb: Knowledge) -> PackTestReport:
     negative = {rid for lc in cases for rid in lc.case.expect_not}
     return PackTestReport(pack.ref, outcomes, [i for i in ids if i not in positive],
                           [i for i in ids if i not in negative])
+
+
+def junit_xml(report: PackTestReport) -> str:
+    """The report as JUnit XML (one testsuite per pack, one testcase per case) for CI systems
+    (GitLab, Jenkins, GitHub test reporters); a rule no case exercises is a property."""
+    from xml.etree import ElementTree as ET
+
+    failed = [o for o in report.outcomes if not o.ok]
+    suite = ET.Element("testsuite", name=report.pack, tests=str(len(report.outcomes)),
+                       failures=str(len(failed)), errors="0", skipped="0")
+    props = ET.SubElement(suite, "properties")
+    for name, rules in (("unexercised", report.unexercised),
+                        ("untested_negative", report.untested_negative)):
+        ET.SubElement(props, "property", name=name, value=",".join(rules))
+    for o in report.outcomes:
+        case = ET.SubElement(suite, "testcase", name=o.name, classname=report.pack,
+                             file=o.file, time=f"{o.seconds:.3f}")
+        if o.line:
+            case.set("line", str(o.line))
+        if not o.ok:
+            failure = ET.SubElement(case, "failure", message=o.failures[0],
+                                    type="expectation")
+            failure.text = "\n".join(o.failures)
+        ET.SubElement(case, "system-out").text = "fired: " + (", ".join(o.fired) or "none")
+    root = ET.Element("testsuites", name="cds pack test", tests=suite.get("tests", "0"),
+                      failures=suite.get("failures", "0"), errors="0")
+    root.append(suite)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
 test_pack.__test__ = False  # type: ignore[attr-defined]  # not a pytest test

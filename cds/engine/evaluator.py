@@ -24,7 +24,7 @@ from cds.knowledge.store import Knowledge, default_knowledge
 from cds.limits import MAX_MEDICATIONS
 from cds.patient import MedicationOrder, Patient
 from cds.rules.loader import Pack
-from cds.rules.registry import load_packs
+from cds.rules.registry import load_packs, load_site_packs
 
 Backend = Literal["indexed", "durable"]
 
@@ -134,9 +134,12 @@ def load_engine(packs: Iterable[str] | None = None, *, roots: Iterable[Path | st
                 max_medications: int = MAX_MEDICATIONS) -> Engine:
     """Build an engine over installed packs: `None` takes the newest of each. The built-in
     `data-quality` pack is always among them (never silent about what was not checked)."""
-    kb = kb or default_knowledge()
     roots = list(roots)
-    loaded = load_packs(kb, list(packs) if packs is not None else None, roots)
-    if all(p.id != ALWAYS for p in loaded):
-        loaded += load_packs(kb, [ALWAYS], roots)
+    specs = list(packs) if packs is not None else None
+    if kb is None:  # the shipped knowledge, with the site folders that apply
+        kb, loaded = load_site_packs(specs, roots, also=[ALWAYS])
+    else:
+        loaded = load_packs(kb, specs, roots)
+        if all(p.id != ALWAYS for p in loaded):
+            loaded += load_packs(kb, [ALWAYS], roots)
     return Engine(loaded, kb, backend, max_medications=max_medications)

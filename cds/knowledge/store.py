@@ -94,6 +94,10 @@ class Knowledge:
     child_pugh_codes: dict[str, frozenset[tuple[str, str]]] = field(default_factory=dict)
     #: value set id -> ValueSet (data/valuesets/): what guideline rules look for
     value_sets: dict[str, ValueSet] = field(default_factory=dict)
+    #: lower-case name -> where a site overlay's synonym came from (its `source`, its file)
+    synonym_sources: dict[str, str] = field(default_factory=dict)
+    #: the site overlay folders merged into the shipped data (docs/knowledge-format.md)
+    overlays: tuple[str, ...] = ()
 
     def is_opioid(self, ingredients: Iterable[str]) -> bool:
         """The one "is an opioid" test: any ingredient an opioid (a member of the opioid class,
@@ -154,18 +158,54 @@ def _products(path: Path, names: dict[str, str]) -> dict[str, Product]:
     return out
 
 
-def load_knowledge(data_dir: Path = DATA_DIR) -> Knowledge:
-    """Read every knowledge file; the digest ties alerts to the exact data used."""
+@dataclass(frozen=True)
+class SiteData:
+    """A site's additions to the shipped knowledge (an overlay folder), already validated
+    (cds/rules/overlay.py checks them against the shipped data and names file and line)."""
+
+    folder: str
+    ingredients: list[dict[str, Any]] = field(default_factory=list)
+    #: {name, ingredient, source}: another name for a known ingredient
+    synonyms: list[dict[str, Any]] = field(default_factory=list)
+    #: new classes, or {id, members, parents} added to a shipped class
+    classes: list[dict[str, Any]] = field(default_factory=list)
+    #: rxnorm_products.csv files in the shipped columns
+    products: list[Path] = field(default_factory=list)
+    #: every file read, for the digest
+    files: list[Path] = field(default_factory=list)
+
+
+def _merge_classes(shipped: list[dict[str, Any]], extra: Iterable[dict[str, Any]]
+                   ) -> list[dict[str, Any]]:
+    by_id = {c["id"]: dict(c) for c in shipped}
+    for c in extra:
+        have = by_id.get(c["id"])
+        if have is None:
+            by_id[c["id"]] = dict(c)
+            continue
+        for key in ("members", "parents"):
+            have[key] = [*(have.get(key) or []), *(c.get(key) or [])]
+    return list(by_id.values())
+
+
+def load_knowledge(data_dir: Path = DATA_DIR, site: Iterable[SiteData] = ()) -> Knowledge:
+    """Read every knowledge file, and a site's additions; the digest ties alerts to the exact
+    data used."""
+    site = list(site)
     h = hashlib.sha256()
     for p in sorted(data_dir.rglob("*")):
         if p.suffix in {".yaml", ".csv"}:
             h.update(str(p.relative_to(data_dir)).encode())
             h.update(p.read_bytes())
+    for s in site:
+        for p in s.files:
+            h.update(b"site:" + p.name.encode())
+            h.update(p.read_bytes())
     ing_doc = _yaml(data_dir / "ingredients.yaml")
     ingredients: dict[str, Ingredient] = {}
     names: dict[str, str] = {}
     by_rxcui: dict[str, str] = {}
-    for e in ing_doc["ingredients"]:
+    for e in [*ing_doc["ingredients"], *(i for s in site for i in s.ingredients)]:
         ing = Ingredient(
             name=e["name"].lower(), rxcui=str(e["rxcui"]) if e.get("rxcui") else None,
             precise=tuple(p.lower() for p in e.get("precise", []) or []),
@@ -182,9 +222,15 @@ def load_knowledge(data_dir: Path = DATA_DIR) -> Knowledge:
         for precise in ing.precise:
             names[precise] = ing.name
         names[ing.name] = ing.name
+    synonym_sources: dict[str, str] = {}
+    for s in site:
+        for syn in s.synonyms:
+            names[syn["name"].strip().lower()] = syn["ingredient"]
+            synonym_sources[syn["name"].strip().lower()] = f"{syn['source']} ({s.folder})"
 
     cls_doc = _yaml(data_dir / "classes.yaml")
-    graph = ClassGraph(cls_doc["classes"], ingredients)
+    graph = ClassGraph(_merge_classes(cls_doc["classes"], (c for s in site for c in s.classes)),
+                       ingredients)
 
     mme_doc = _yaml(data_dir / "mme_factors.yaml")
     factors: dict[str, list[MmeFactor]] = {}
@@ -203,6 +249,9 @@ def load_knowledge(data_dir: Path = DATA_DIR) -> Knowledge:
         threshold_note=acb_doc.get("threshold_note"),
     )
     products = _products(data_dir / "rxnorm_products.csv", names)
+    for s in site:
+        for path in s.products:
+            products.update(_products(path, names))
     cp_doc = _yaml(data_dir / "child_pugh.yaml")
     child_pugh_codes = {part: frozenset((e["system"], _code_key(str(e["code"])))
                                         for e in cp_doc.get(part, []))
@@ -216,6 +265,7 @@ def load_knowledge(data_dir: Path = DATA_DIR) -> Knowledge:
         opioids=graph.members("opioid") | frozenset(factors) | frozenset(excluded),
         child_pugh_codes=child_pugh_codes,
         value_sets=load_value_sets(data_dir / "valuesets"),
+        synonym_sources=synonym_sources, overlays=tuple(s.folder for s in site),
     )
 
 

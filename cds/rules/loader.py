@@ -411,7 +411,9 @@ def load_pack(folder: Path | str, kb: Knowledge) -> Pack:
             rules.append(loaded)
     if errors:
         raise PackErrors(errors)
-    digest = content_digest(folder, [meta_path, *files])
+    site = folder / "knowledge"  # the pack's own site knowledge (cds/rules/overlay.py)
+    extra = sorted(p for p in site.iterdir() if p.is_file()) if site.is_dir() else []
+    digest = content_digest(folder, [meta_path, *files, *extra])
     return Pack(meta, tuple(rules), folder, digest)
 
 

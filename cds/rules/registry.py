@@ -81,6 +81,33 @@ def resolve(spec: str, available: list[PackInfo]) -> PackInfo:
 def load_packs(kb: Knowledge, specs: Iterable[str] | None = None,
                roots: Iterable[Path | str] = ()) -> list[Pack]:
     """Load the named packs (default: the newest version of every installed pack)."""
+    return [load_pack(info.path, kb) for info in choose(specs, roots)]
+
+
+def load_site_packs(specs: Iterable[str] | None = None, roots: Iterable[Path | str] = (),
+                    also: Iterable[str] = ()) -> tuple[Knowledge, list[Pack]]:
+    """The knowledge with the site folders that apply (`knowledge/` in the rulesets roots and
+    in the chosen packs, cds/rules/overlay.py), and the packs loaded with it. `also`: packs
+    loaded when no chosen pack has their id (the built-in data-quality pack)."""
+    from cds.rules.overlay import knowledge_folders, site_knowledge
+
+    chosen = choose(specs, roots)
+    have = {i.id or _meta_id(i.path) for i in chosen}
+    chosen += [i for spec in also if spec not in have for i in choose([spec], roots)]
+    kb = site_knowledge(knowledge_folders(rulesets_roots(roots), [i.path for i in chosen]))
+    return kb, [load_pack(info.path, kb) for info in chosen]
+
+
+def _meta_id(folder: Path) -> str:
+    try:
+        doc = yaml.safe_load((folder / "pack.yaml").read_text(encoding="utf-8"))
+        return str(doc["id"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return ""
+
+
+def choose(specs: Iterable[str] | None = None, roots: Iterable[Path | str] = ()) -> list[PackInfo]:
+    """The pack folders the specs name (default: the newest version of every installed pack)."""
     available = discover(rulesets_roots(roots))
     chosen: list[PackInfo] = []
     if specs is None:
@@ -95,4 +122,4 @@ def load_packs(kb: Knowledge, specs: Iterable[str] | None = None,
                 chosen.append(PackInfo("", "", path, ""))
             else:
                 chosen.append(resolve(spec, available))
-    return [load_pack(info.path, kb) for info in chosen]
+    return chosen
