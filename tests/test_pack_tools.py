@@ -76,10 +76,10 @@ def test_explain_unknown_rule_is_a_clear_error() -> None:
     assert "no rule 'opioid-safety/nope'" in res.output
 
 
-def test_lint_warns_on_unknown_placeholder(tmp_path: Path) -> None:
+def test_lint_fails_on_unknown_placeholder(tmp_path: Path) -> None:
     new = _copy_opioid_pack(tmp_path, "1.1.0")
     rules = new / "rules" / "mme.yaml"
     rules.write_text(rules.read_text().replace("at or above 50 MME/day\"", "at or above {limit}\"", 1))
     res = runner.invoke(app, ["pack", "lint", str(new)])
-    assert res.exit_code == 0
-    assert "placeholders ['limit'] are not filled by mme rules" in res.output
+    assert res.exit_code == 1
+    assert "unknown placeholder {limit}: mme rules fill" in res.output

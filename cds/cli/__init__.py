@@ -17,6 +17,7 @@ import typer
 
 from cds.cli.check import check
 from cds.cli.explain import explain
+from cds.cli.knowledge import knowledge_app
 from cds.cli.pack import pack_app
 from cds.cli.panel import panel
 from cds.cli.review import review_app
@@ -27,6 +28,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Medication-safety decision support: check patients against rule packs.")
 app.add_typer(pack_app, name="pack")
 app.add_typer(review_app, name="review")
+app.add_typer(knowledge_app, name="knowledge")
 app.command()(check)
 app.command()(explain)
 app.command()(serve)

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cds.cli.common import RulesetsOpt, err, file_errors, out
+from cds.cli.common import RulesetsOpt, emit, err, file_errors, out
 from cds.errors import PackErrors
 
 if TYPE_CHECKING:
+    from cds.authoring.diff import PackDiff
     from cds.knowledge.store import Knowledge
     from cds.rules.loader import Pack
+
+class TestFormat(StrEnum):
+    text = "text"
+    junit = "junit"
+
+
+class DiffFormat(StrEnum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+
 
 pack_app = typer.Typer(no_args_is_help=True, help="Rule authors' tools: list, lint, test packs.")
 
@@ -34,11 +47,13 @@ def pack_list(rulesets: RulesetsOpt = None) -> None:
 
 
 def load_pack_or_fail(path: Path) -> tuple[Pack, Knowledge]:
-    from cds.knowledge.store import default_knowledge
+    """The pack, loaded with the knowledge it is checked with: the shipped data and the site
+    folders that apply to it (its own `knowledge/`, and one beside it)."""
     from cds.rules.loader import load_pack
+    from cds.rules.overlay import pack_knowledge
 
-    kb = default_knowledge()
     try:
+        kb = pack_knowledge(path)
         return load_pack(path, kb), kb
     except PackErrors as e:
         for x in e.errors:
@@ -50,22 +65,35 @@ def load_pack_or_fail(path: Path) -> tuple[Pack, Knowledge]:
 @pack_app.command("lint")
 @file_errors
 def pack_lint(path: Annotated[Path, typer.Argument(help="Pack folder.")]) -> None:
-    """Validate a pack: schema, drug and class names, expressions; warn on weak spots."""
-    from cds.authoring.lint import lint_warnings
+    """Validate a pack: schema, drug and class names, expressions, placeholders, its cases
+    (schema, rule ids, drug names); warn on weak spots."""
+    from cds.authoring.lint import check_cases, lint_warnings, placeholder_errors
 
     p, kb = load_pack_or_fail(path)
-    warnings = lint_warnings(p, kb)
+    case_errors, case_warnings = check_cases(p, kb)
+    errors = placeholder_errors(p) + case_errors
+    warnings = lint_warnings(p, kb) + [str(w) for w in case_warnings]
     for w in warnings:
         out.print(f"[yellow]warning[/] {w}", soft_wrap=True)
+    if errors:
+        for x in errors:
+            err.print(f"[red]error[/] {x}", soft_wrap=True)
+        err.print(f"{len(errors)} error(s)")
+        raise typer.Exit(1)
     out.print(f"[green]ok[/] {p.ref}: {len(p.rules)} rules, digest {p.digest}"
               + (f", {len(warnings)} warning(s)" if warnings else ""))
 
 
 @pack_app.command("test")
 @file_errors
-def pack_test(path: Annotated[Path, typer.Argument(help="Pack folder.")]) -> None:
+def pack_test(
+    path: Annotated[Path, typer.Argument(help="Pack folder.")],
+    format: Annotated[TestFormat, typer.Option(
+        "--format", help="text, or junit: JUnit XML on standard output for CI systems.")
+    ] = TestFormat.text,
+) -> None:
     """Run a pack's cases: expected versus got, and rules no case exercises."""
-    from cds.authoring.casetest import test_pack
+    from cds.authoring.casetest import junit_xml, test_pack
 
     p, kb = load_pack_or_fail(path)
     try:
@@ -74,6 +102,9 @@ def pack_test(path: Annotated[Path, typer.Argument(help="Pack folder.")]) -> Non
         for x in e.errors:
             err.print(f"[red]error[/] {x}", soft_wrap=True)
         raise typer.Exit(1) from None
+    if format is TestFormat.junit:
+        emit(junit_xml(report).encode())
+        raise typer.Exit(0 if report.ok else 1)
     for o in report.outcomes:
         where = f"{o.file}:{o.line}" if o.line else o.file
         if o.ok:
@@ -100,13 +131,31 @@ def pack_diff(
     new: Annotated[Path, typer.Argument(help="New pack folder.")],
     cases: Annotated[bool, typer.Option(
         "--cases", help="Also run both packs' cases on both versions and show alert changes.")] = False,
+    format: Annotated[DiffFormat, typer.Option(
+        "--format", help="text, json (for scripts) or markdown (a pull request comment).")
+    ] = DiffFormat.text,
+    exit_code: Annotated[bool, typer.Option(
+        "--exit-code", help="Exit 1 when the versions differ (as git diff --exit-code).")] = False,
 ) -> None:
     """Compare two versions of a pack: rules added, removed, changed; with --cases, alerts."""
-    from cds.authoring.diff import diff_packs
+    from cds.authoring.diff import as_json, as_markdown, case_changes, diff_packs
 
     a, kb = load_pack_or_fail(old)
     b, _ = load_pack_or_fail(new)
     d = diff_packs(a, b)
+    if cases:
+        d.cases = case_changes(a, b, kb)
+    if format is DiffFormat.json:
+        emit(as_json(d).encode())
+    elif format is DiffFormat.markdown:
+        emit(as_markdown(d).encode())
+    else:
+        _print_diff(d)
+    if exit_code and not d.empty:
+        raise typer.Exit(1)
+
+
+def _print_diff(d: PackDiff) -> None:
     out.print(f"[bold]{d.old} -> {d.new}[/]")
     for k, x, y in d.meta:
         out.print(f"  pack {k}: {x!r} -> {y!r}")
@@ -118,18 +167,9 @@ def pack_diff(
         out.print(f"  [yellow]~ {rid}[/]")
         for k, x, y in changes:
             out.print(f"      {k}: {x!r} -> {y!r}")
-    if d.empty:
+    if not (d.meta or d.added or d.removed or d.changed):
         out.print("  no rule changes")
-    if cases:
-        from cds.authoring.cases import load_cases
-        from cds.engine.evaluator import Engine
-
-        ea, eb = Engine([a], kb), Engine([b], kb)
-        for lc in load_cases(a.path) + load_cases(b.path):
-            c = lc.case
-            ra = {x.rule.split("/", 1)[1] for x in ea.evaluate(lc.patient, c.as_of, c.draft_orders).alerts}
-            rb = {x.rule.split("/", 1)[1] for x in eb.evaluate(lc.patient, c.as_of, c.draft_orders).alerts}
-            if ra != rb:
-                lost = [f"[red]-{r}[/]" for r in sorted(ra - rb)]
-                gained = [f"[green]+{r}[/]" for r in sorted(rb - ra)]
-                out.print(f"  case {c.name!r}: " + ", ".join(lost + gained))
+    for c in d.cases:
+        lost = [f"[red]-{r}[/]" for r in c.lost]
+        gained = [f"[green]+{r}[/]" for r in c.gained]
+        out.print(f"  case {c.name!r}: " + ", ".join(lost + gained))
