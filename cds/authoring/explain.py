@@ -7,6 +7,7 @@ step by step.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cds.engine.compile import CompiledPacks
@@ -40,6 +41,50 @@ def find_rule(packs: list[Pack], ref: str) -> tuple[Pack, Any]:
     raise PackErrors([PackError(f"no rule {ref!r} in the loaded packs", field="--rule",
                                 suggestion=next((k for k in known.split(", ") if ref in k),
                                                 None))])
+
+
+def rule_hints(ref: str, loaded: list[Pack], roots: list[Path], look_in: list[Path]) -> list[str]:
+    """Where a rule that is not among the loaded packs may be: another installed version of
+    its pack, or a pack folder under `look_in` (the working directory, say) that is not a
+    rulesets root yet, holding a pack of that id or a rule of that id."""
+    import yaml
+
+    from cds.rules.registry import discover, rulesets_roots
+
+    pack_id, _, rule_id = ref.rpartition("/")
+    loaded_paths = {p.path.resolve() for p in loaded}
+    hints: list[str] = []
+    installed = discover(rulesets_roots(roots))
+    for folder in look_in:
+        for info in discover([folder]) if folder.is_dir() else []:
+            if info.path.resolve() in loaded_paths or info in installed:
+                continue
+            if pack_id and info.id != pack_id:
+                continue
+            holds = _holds_rule(info.path, rule_id, yaml)
+            if holds or (pack_id and info.id == pack_id):
+                root = info.path.parent
+                hints.append(f"{info.ref} ({info.path}) " + ("has it" if holds else "is not "
+                             "installed") + f": add --rulesets {root} (or --pack {info.path})")
+    for info in installed:
+        if info.path.resolve() in loaded_paths or (pack_id and info.id != pack_id):
+            continue
+        if _holds_rule(info.path, rule_id, yaml):
+            hints.append(f"{info.ref} has it: add --pack {info.ref}")
+    return hints
+
+
+def _holds_rule(folder: Path, rule_id: str, yaml: Any) -> bool:
+    """Does a rule file of the pack folder define this rule id (a quick read, no validation)?"""
+    for path in sorted((folder / "rules").glob("*.yaml")):
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        rules = doc.get("rules") if isinstance(doc, dict) else None
+        if any(isinstance(r, dict) and r.get("id") == rule_id for r in rules or []):
+            return True
+    return False
 
 
 def conditions(compiled: CompiledPacks, rule: Any, facts: Facts) -> list[Condition]:

@@ -41,7 +41,14 @@ def explain(
     try:
         ex = run_explain(eng, facts, rule)
     except PackErrors as e:
-        fail(str(e))
+        from cds.authoring.explain import rule_hints
+
+        cwd = Path.cwd()
+        hints = rule_hints(rule, list(eng.packs), list(rulesets or ()),
+                           [] if rulesets else [cwd, cwd / "rulesets"])
+        fail(str(e) + "".join(f"\n  hint: {h}" for h in hints)
+             + ("" if hints or rulesets else "\n  (packs outside the installed rulesets need "
+                "--rulesets DIR or --pack FOLDER)"))
     verdict = "[bold red]FIRED[/]" if ex.fired else "[green]did not fire[/]"
     out.print(f"[bold]{ex.rule}[/] ({ex.pack}) for patient {patient.id}: {verdict}")
     for c in ex.conditions:

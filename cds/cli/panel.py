@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from cds.cli.common import AsOfOpt, DbOpt, MaxMedsOpt, PacksOpt, as_of_date, fail, file_errors
+from cds.cli.common import (
+    AsOfOpt,
+    DbOpt,
+    MaxMedsOpt,
+    PacksOpt,
+    RulesetsOpt,
+    as_of_date,
+    fail,
+    file_errors,
+)
 from cds.errors import CdsError, PackErrors
 from cds.limits import MAX_MEDICATIONS
 
@@ -21,6 +30,7 @@ def panel(
     scheduler: Annotated[str | None, typer.Option("--scheduler", help="Dask scheduler address.")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Local worker processes.")] = None,
     pack: PacksOpt = None,
+    rulesets: RulesetsOpt = None,
     as_of: AsOfOpt = None,
     shards: Annotated[int | None, typer.Option(
         "--shards", help="Units of work (default: sized from the input).")] = None,
@@ -39,7 +49,8 @@ def panel(
     try:
         run_panel(input, out_dir, resume=resume, executor=executor, scheduler=scheduler,
                   workers=workers, packs=pack, as_of=as_of_date(as_of), shards=shards, top_n=top,
-                  quiet=quiet, max_medications=max_medications, db=db, fhir=fhir)
+                  quiet=quiet, max_medications=max_medications, db=db, fhir=fhir,
+                  roots=rulesets)
     except PackErrors as e:
         fail("rule packs failed to load:\n" + "\n".join(f"  {x}" for x in e.errors))
     except CdsError as e:

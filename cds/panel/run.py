@@ -145,8 +145,9 @@ def run_panel(input: Path | str, out_dir: Path | str, *, resume: bool = False,
               shards: int | None = None, top_n: int = DEFAULT_TOP_N, quiet: bool = False,
               console: Console | None = None, engine: Engine | None = None,
               max_medications: int = MAX_MEDICATIONS, db: str | None = None,
-              fhir: bool = False) -> dict[str, Any]:
+              fhir: bool = False, roots: list[Path] | None = None) -> dict[str, Any]:
     """Review every patient of a Bulk Data export (or CSV folder); returns run.json's content.
+    `roots`: extra folders of installed packs (as `cds check --rulesets`), kept for a resume.
     `db`: the decisions store (default $CDS_DB, else OUT/decisions.sqlite3; "none": no
     store, every alert `new` and nothing recorded): each alert is told new, changed, open,
     unchanged or gone against it, and the run is recorded in it.
@@ -175,6 +176,7 @@ def run_panel(input: Path | str, out_dir: Path | str, *, resume: bool = False,
         if work.exists():
             shutil.rmtree(work)
         params = {"input": str(input_dir), "packs": packs,
+                  "roots": [str(Path(r).resolve()) for r in roots or ()],
                   "as_of": (as_of or date.today()).isoformat(), "shards": shards,
                   "top_n": top_n, "started": time.time()}
         work.mkdir(parents=True)
@@ -185,7 +187,8 @@ def run_panel(input: Path | str, out_dir: Path | str, *, resume: bool = False,
         layout, files, ignored = discover(input_dir)
     except FileNotFoundError as e:
         raise PanelError(str(e)) from None
-    eng = engine or load_engine(params["packs"], max_medications=max_medications)
+    eng = engine or load_engine(params["packs"], roots=params.get("roots") or roots or (),
+                                max_medications=max_medications)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     # the store first: a bad --db stops the run before any worker starts
