@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -342,18 +343,20 @@ def _free_port() -> int:
 
 
 @contextmanager
-def served(tmp_path: Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def served(tmp_path: Path, *extra: str, config: Path = CONFIG,
+           env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`cds serve` from examples/service.yaml, as the README prints it, on a free port."""
     port = _free_port()
-    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data"),
-           "CDS_ADMIN_TOKEN": ADMIN, "PYTHONUNBUFFERED": "1"}
-    env.pop("CDS_FEEDBACK_DB", None)
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    environ = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data"),
+               "CDS_ADMIN_TOKEN": ADMIN, "PYTHONUNBUFFERED": "1"}
+    for name in ("CDS_FEEDBACK_DB", "CDS_DB", "PROMETHEUS_MULTIPROC_DIR"):
+        environ.pop(name, None)
+    environ.update(env or {})
     cds = Path(sys.executable).parent / "cds"
     log = (tmp_path / "serve.log").open("wb")
     proc = subprocess.Popen([str(cds), "serve", "--host", "127.0.0.1", "--port", str(port),
-                             "--config", str(CONFIG), "--allow-unsigned", *extra],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+                             "--config", str(config), "--allow-unsigned", *extra],
+                            stdout=log, stderr=subprocess.STDOUT, env=environ, cwd=tmp_path)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -439,6 +442,93 @@ def test_several_workers_share_one_store_and_one_count(tmp_path: Path) -> None:
     assert len(workers) >= 2
     issued = sum(r["issued"] for r in report)
     assert issued >= 24 * 10  # every card of every worker, in the one SQLite file
+
+
+def _self_signed(folder: Path, name: str) -> tuple[Path, Path]:
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+@pytest.mark.slow
+def test_behind_nginx_tls_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    """docs/deploy.md end to end: deploy/nginx.conf (its addresses, certificate and log path
+    pointed at this test's) terminating TLS in front of `cds serve --workers 2` with both
+    stores on PostgreSQL; every example hook answered through it, nginx's request id in the
+    service's log line, /admin refused without the token."""
+    nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()),
+                                          None)
+    if nginx is None:
+        pytest.skip("nginx is not installed (apt-get install nginx-light; .ci/run does)")
+    host = "cds.hospital.example.org"
+    cert, key = _self_signed(tmp_path, host)
+    tls_port, http_port = _free_port(), _free_port()
+    config = tmp_path / "service.yaml"
+    config.write_text(f"base_url: https://{host}:{tls_port}\n")
+    env = {"CDS_FEEDBACK_DB": postgres_url, "CDS_DB": postgres_url}
+    with served(tmp_path, "--workers", "2", config=config, env=env) as (base, _):
+        conf = (ROOT / "deploy" / "nginx.conf").read_text()
+        for old, new in (("/etc/ssl/certs/cds.hospital.example.org.pem", str(cert)),
+                         ("/etc/ssl/private/cds.hospital.example.org.key", str(key)),
+                         ("listen 443 ssl", f"listen 127.0.0.1:{tls_port} ssl"),
+                         ("listen 80;", f"listen 127.0.0.1:{http_port};"),
+                         ("/var/log/nginx/cds.access.log", str(tmp_path / "access.log")),
+                         ("server 127.0.0.1:8080;", f"server {base.removeprefix('http://')};")):
+            assert old in conf, old
+            conf = conf.replace(old, new)
+        (tmp_path / "cds.conf").write_text(conf)
+        (tmp_path / "nginx.conf").write_text(
+            f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
+            f"http {{\n  access_log off;\n  include {tmp_path}/cds.conf;\n}}\n")
+        argv = [nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")]
+        checked = subprocess.run([*argv, "-t"], capture_output=True, text=True, timeout=30)
+        assert checked.returncode == 0, checked.stderr
+        subprocess.run(argv, check=True, timeout=30)
+        try:
+            # to 127.0.0.1, with the certificate's name as SNI (and verified against it)
+            tls = ssl.create_default_context(cafile=str(cert))
+            sni = {"sni_hostname": host}
+            with httpx.Client(base_url=f"https://127.0.0.1:{tls_port}", verify=tls,
+                              timeout=30) as c:
+                ids = []
+                for path in HOOKS:
+                    r = c.post(f"/cds-services/{path.stem}", content=path.read_bytes(),
+                               headers={"Content-Type": "application/json"}, extensions=sni)
+                    assert r.status_code == 200, r.text
+                    assert all(check_card(card) == [] for card in r.json()["cards"])
+                    ids.append(r.headers["x-request-id"])
+                assert c.post("/admin/reload", extensions=sni).status_code == 401
+        finally:
+            subprocess.run([*argv, "-s", "stop"], capture_output=True, timeout=30)
+    access = (tmp_path / "access.log").read_text()
+    lines = [json.loads(x) for x in (tmp_path / "serve.log").read_text().splitlines()
+             if x.startswith("{")]
+    for rid in ids:  # nginx's $request_id is the service's request id
+        assert f"rid={rid}" in access
+        assert any(x.get("request_id") == rid for x in lines)
+    import psycopg
+
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT count(*) FROM cards").fetchone()[0] > 0
 
 
 # -- the container --------------------------------------------------------------------------
