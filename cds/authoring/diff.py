@@ -68,7 +68,8 @@ def diff_packs(old: Pack, new: Pack) -> PackDiff:
 
 def case_changes(old: Pack, new: Pack, kb: Knowledge) -> list[CaseChange]:
     """Both versions' cases run on both versions: the cases whose alerts differ. A case both
-    versions share (the same name and content) is run and said once."""
+    versions share (the same name, date and patient; its expectations may differ) is run and
+    said once."""
     from cds.authoring.cases import load_cases
     from cds.engine.evaluator import Engine
 
@@ -77,7 +78,8 @@ def case_changes(old: Pack, new: Pack, kb: Knowledge) -> list[CaseChange]:
     out: list[CaseChange] = []
     for lc in load_cases(old.path) + load_cases(new.path):
         c = lc.case
-        key = c.model_dump_json() + lc.patient.model_dump_json()
+        key = "|".join([c.name, c.as_of.isoformat(), lc.patient.model_dump_json(),
+                        *(o.model_dump_json() for o in c.draft_orders)])
         if key in seen:
             continue
         seen.add(key)

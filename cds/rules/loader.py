@@ -58,6 +58,18 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str,
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+def _construct_timestamp(loader: _LineLoader, node: yaml.ScalarNode) -> Any:
+    """A date-shaped value that is no date (2026-13-01) stays text, so the schema says which
+    field is wrong instead of the YAML reader failing without a line."""
+    try:
+        return yaml.constructor.SafeConstructor.construct_yaml_timestamp(loader, node)
+    except ValueError:
+        return loader.construct_scalar(node)
+
+
+_LineLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
+
+
 def strip_marks(obj: Any) -> Any:
     """A document read by `read_yaml` without its line marks, for validation."""
     if isinstance(obj, dict):
@@ -67,20 +79,26 @@ def strip_marks(obj: Any) -> Any:
     return obj
 
 
+def _is_tag(loc: tuple[int | str, ...], i: int) -> bool:
+    """Is loc[i] pydantic's discriminator tag (a rule type right after a list index), not a
+    key the author wrote (pack.yaml's `escalation` is both a key and a rule type)?"""
+    return loc[i] in _TAGS and i > 0 and isinstance(loc[i - 1], int)
+
+
 def _locate(doc: Any, loc: tuple[int | str, ...]) -> tuple[int | None, str | None]:
     """Line and rule id for a pydantic error location inside a YAML document."""
     line = doc.get(LINE) if isinstance(doc, dict) else None
     rule_id = None
     node = doc
-    for part in loc:
-        if part in _TAGS:
+    for i, part in enumerate(loc):
+        if _is_tag(loc, i):
             continue  # pydantic's discriminator tag, not a key the author wrote
         if isinstance(node, dict):
             if isinstance(part, str) and part in node:
                 line = node.get(LINES, {}).get(part, line)
                 node = node[part]
             else:
-                break  # discriminator tags and missing fields: stay at the mapping
+                break  # missing fields: stay at the mapping
         elif isinstance(node, list) and isinstance(part, int) and part < len(node):
             node = node[part]
         else:
@@ -94,10 +112,10 @@ def _locate(doc: Any, loc: tuple[int | str, ...]) -> tuple[int | None, str | Non
 
 def _field(loc: tuple[int | str, ...]) -> str:
     out = ""
-    for part in loc:
+    for i, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in _TAGS:
+        elif _is_tag(loc, i):
             continue  # pydantic's discriminator tag, not a field the author wrote
         else:
             out += ("." if out else "") + part
@@ -137,35 +155,30 @@ def line_of(doc: Any, field: str, value: object = None) -> int | None:
 
 def _allowed_keys(root: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
     """The keys the mapping at `loc` accepts (the model there, by its aliases)."""
-    tp: Any = root
-    for part in loc:
-        tp = _model_of(tp, part)
-        if tp is None:
-            return []
-        if isinstance(part, str) and part not in _TAGS:
-            fields = tp.model_fields
-            info = next((f for n, f in fields.items() if (f.alias or n) == part), None)
-            if info is None:
-                return sorted((f.alias or n) for n, f in fields.items())
-            tp = info.annotation
-    model = _model_of(tp, None)
-    return sorted((f.alias or n) for n, f in model.model_fields.items()) if model else []
-
-
-def _model_of(tp: Any, part: int | str | None) -> Any:
-    """The model class inside a type (list, Optional, Annotated, a tagged union)."""
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return tp
-    args = [a for a in get_args(tp) if a is not type(None)]
-    if not args:
-        return None
-    models = [m for a in args if (m := _model_of(a, None)) is not None]
-    if isinstance(part, str) and part in _TAGS:
+    models = [root]
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            continue
+        if _is_tag(loc, i):
+            models = [m for m in models if "type" in m.model_fields
+                      and get_args(m.model_fields["type"].annotation) == (part,)]
+            continue
+        inner: list[type[BaseModel]] = []
         for m in models:
-            ann = m.model_fields.get("type")
-            if ann is not None and get_args(ann.annotation) == (part,):
-                return m
-    return models[0] if len(models) == 1 else None
+            info = next((f for n, f in m.model_fields.items() if (f.alias or n) == part), None)
+            if info is not None:
+                inner += _models_in(info.annotation)
+        models = inner
+    if len(models) != 1:
+        return []
+    return sorted((f.alias or n) for n, f in models[0].model_fields.items())
+
+
+def _models_in(tp: Any) -> list[type[BaseModel]]:
+    """The model classes a type holds (through list, Optional, Annotated and unions)."""
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [tp]
+    return [m for a in get_args(tp) for m in _models_in(a)]
 
 
 def validation_errors(exc: ValidationError, doc: Any, file: str,
