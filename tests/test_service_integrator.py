@@ -398,10 +398,18 @@ def _post_every_hook(base: str, rounds: int = 1) -> int:
 
 @pytest.mark.slow
 def test_served_from_the_example_config(tmp_path: Path) -> None:
-    """The README's command, and every examples/hooks/*.json posted to it; the store lands
-    in the user data directory, logs are JSON without patient data."""
-    with served(tmp_path) as (base, _):
+    """The README's command, and every examples/hooks/*.json posted to it; SIGHUP reloads
+    the packs; the store lands in the user data directory, logs are JSON without patient
+    data."""
+    import signal
+
+    with served(tmp_path) as (base, proc):
         assert _post_every_hook(base) == len(HOOKS) == 3
+        proc.send_signal(signal.SIGHUP)  # reloads the packs in place
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{base}/healthz").json()["generation"] != 2:
+            assert time.monotonic() < deadline, "SIGHUP did not reload"
+            time.sleep(0.1)
         d = httpx.get(f"{base}/cds-services").json()
         assert {s["id"] for s in d["services"]} == set(SERVICES)
         m = _samples(httpx.get(f"{base}/metrics").text)

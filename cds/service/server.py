@@ -95,7 +95,9 @@ def run(host: str = "127.0.0.1", port: int = 8080, allow_unsigned: bool = False,
     if workers < 1:
         print("error: --workers must be 1 or more", file=sys.stderr)
         raise SystemExit(2)
-    if workers > 1:
+    from cds.service.observe import MULTIPROC_ENV
+
+    if workers > 1 or os.environ.get(MULTIPROC_ENV):
         _multiprocess_metrics()
     try:
         unsigned = allow_unsigned or settings.allow_unsigned
