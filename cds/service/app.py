@@ -360,18 +360,24 @@ def _on_sighup(state: ServiceState) -> None:
     """SIGHUP reloads the packs (the admin call's work), logged; a failed reload keeps the
     running packs. Only possible from the main thread's loop: otherwise said and skipped."""
     loop = asyncio.get_running_loop()
+    running: set[asyncio.Task[None]] = set()  # a reference, so a reload is not collected
 
     async def reload() -> None:
         try:
             done = await reload_engine(state)
-        except HTTPProblem as p:
+        except HTTPProblem as p:  # pack and config errors name files and fields, no patients
             log.error("SIGHUP reload failed (%s): the previous packs keep running: %s",
-                      p.error, p.message)
+                      p.error, "; ".join([p.message, *p.extra.get("errors", ())]))
         else:
             log.info("SIGHUP: reloaded, generation %d", done["generation"])
 
+    def hup() -> None:
+        task = loop.create_task(reload())
+        running.add(task)
+        task.add_done_callback(running.discard)
+
     try:
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
+        loop.add_signal_handler(signal.SIGHUP, hup)
     except (RuntimeError, ValueError, NotImplementedError, AttributeError):
         log.warning("SIGHUP cannot be handled here: reload packs with POST /admin/reload")
 
