@@ -19,18 +19,25 @@ from cds.cli.common import (
     emit,
     fail,
     file_errors,
+    input_name,
     json_bytes,
     load_engine_or_fail,
     open_store,
     out,
+    read_patient_or_fail,
 )
 from cds.errors import CdsError
 from cds.limits import MAX_MEDICATIONS
+from cds.vocabulary import SEVERITIES, SEVERITY_RANK, Severity
+
+#: `cds check --fail-on`: an alert at or above the severity exits with this code.
+FAILED_CHECK = 3
 
 
 @file_errors
 def check(
-    file: Annotated[Path, typer.Argument(help="Patient: FHIR R4 Bundle or native JSON.")],
+    file: Annotated[Path, typer.Argument(
+        help="Patient: FHIR R4 Bundle or native JSON; '-' reads standard input.")],
     format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
     pack: PacksOpt = None,
     rulesets: RulesetsOpt = None,
@@ -40,19 +47,18 @@ def check(
     db: Annotated[str | None, typer.Option(
         "--db", help="Decisions store (SQLite file or postgresql:// URL): show each alert's "
                      "standing decision and status.")] = None,
+    fail_on: Annotated[Severity | None, typer.Option(
+        "--fail-on", metavar="SEVERITY", show_choices=True,
+        help=f"Exit {FAILED_CHECK} when an alert at or above this severity exists (for scripted "
+             f"checks): {', '.join(SEVERITIES)}.")] = None,
 ) -> None:
     """Check one patient and print the MME, unrecognized medications and alerts."""
-    from cds.io import read_patient
-
-    try:
-        patient = read_patient(file)
-    except CdsError as e:
-        fail(str(e))
+    patient = read_patient_or_fail(file)
     eng = load_engine_or_fail(pack, rulesets, engine.value, max_medications)
     try:
         result = eng.evaluate(patient, as_of=as_of_date(as_of))
     except CdsError as e:
-        fail(f"{file}: {e}")
+        fail(f"{input_name(file)}: {e}")
     judged = _standing(db, result) if db else {}
     if format is Format.json:
         doc = result.to_dict()
@@ -62,9 +68,12 @@ def check(
                 a["status"], a["changed_because"] = j.status, j.why
                 a["decision"] = _decision_json(j.decision)
         emit(json_bytes(doc))
-        return
-    print_result(result, judged)
-    emit(b"")
+    else:
+        print_result(result, judged)
+        emit(b"")
+    if fail_on is not None and any(SEVERITY_RANK[a.severity] <= SEVERITY_RANK[fail_on]
+                                   for a in result.alerts):
+        raise typer.Exit(FAILED_CHECK)
 
 
 def _standing(db: str, result):  # type: ignore[no-untyped-def]

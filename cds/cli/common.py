@@ -16,13 +16,16 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand, TyperGroup
+from typer.models import DefaultPlaceholder
 
-from cds.errors import PackErrors
+from cds.errors import CdsError, PackErrors
 from cds.limits import MAX_MEDICATIONS
 
 if TYPE_CHECKING:
     from cds.decisions.store import DecisionStore
     from cds.engine.evaluator import Engine
+    from cds.patient import Patient
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -58,6 +61,66 @@ AsOfOpt = Annotated[str | None, typer.Option(
     "--as-of", help="Evaluation date, YYYY-MM-DD (default: today).")]
 AuthorOpt = Annotated[str | None, typer.Option(
     "--author", help="Who decides (default: the login name).")]
+
+
+#: A FILE argument of '-' is standard input (`cat bundle.json | cds check -`).
+STDIN = "-"
+STDIN_NAME = "<stdin>"
+
+
+def input_name(file: Path) -> str:
+    """What messages call an input: its path, or <stdin>."""
+    return STDIN_NAME if str(file) == STDIN else str(file)
+
+
+def read_patient_or_fail(file: Path) -> Patient:
+    """The patient of a FHIR or native JSON file, or of standard input for '-'; an input
+    error is one line naming it (exit 2)."""
+    from cds.io.read import read_patient, read_patient_bytes
+
+    try:
+        if str(file) == STDIN:
+            return read_patient_bytes(sys.stdin.buffer.read(), STDIN_NAME)
+        return read_patient(file)
+    except CdsError as e:
+        fail(str(e))
+
+
+# -- boolean flags shown as flags ----------------------------------------------------------------
+
+def _flags_untyped(command: TyperCommand | TyperGroup, ctx: Any) -> None:
+    """A flag takes no value: no `<bool>` after it in --help (typer shows one for every option
+    in its rich help)."""
+    for param in command.get_params(ctx):
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+
+
+class FlagCommand(TyperCommand):
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _flags_untyped(self, ctx)
+        super().format_help(ctx, formatter)
+
+
+class FlagGroup(TyperGroup):
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _flags_untyped(self, ctx)
+        super().format_help(ctx, formatter)
+
+
+def flags_as_flags(app: typer.Typer) -> None:
+    """Every command and group of `app`, sub-apps included, shows its flags as flags: call
+    once every command is registered (a test checks the help of every command)."""
+    if isinstance(app.info.cls, DefaultPlaceholder) or app.info.cls in (None, TyperGroup):
+        app.info.cls = FlagGroup
+    for command in app.registered_commands:
+        if command.cls in (None, TyperCommand):
+            command.cls = FlagCommand
+    for group in app.registered_groups:
+        if isinstance(group.cls, DefaultPlaceholder) or group.cls in (None, TyperGroup):
+            group.cls = FlagGroup
+        if group.typer_instance is not None:
+            flags_as_flags(group.typer_instance)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -99,11 +162,13 @@ def as_of_date(value: str | None) -> date:
 
 def load_engine_or_fail(packs: list[str] | None, rulesets: list[Path] | None,
                         backend: str = "indexed", max_medications: int = MAX_MEDICATIONS) -> Engine:
-    from cds.engine.evaluator import load_engine
+    """The engine of the packs, from the compiled-engine cache when nothing it is built from
+    changed (cds/engine/cache.py; CDS_CACHE_DIR=off turns it off)."""
+    from cds.engine.cache import cached_engine
 
     try:
-        return load_engine(packs, roots=rulesets or (), backend=backend,  # type: ignore[arg-type]
-                           max_medications=max_medications)
+        return cached_engine(packs, roots=rulesets or (), backend=backend,  # type: ignore[arg-type]
+                             max_medications=max_medications)
     except PackErrors as e:
         fail("rule packs failed to load:\n" + "\n".join(f"  {x}" for x in e.errors))
 

@@ -16,13 +16,15 @@ from cds.cli.common import (
     file_errors,
     load_engine_or_fail,
     out,
+    read_patient_or_fail,
 )
-from cds.errors import CdsError, PackErrors
+from cds.errors import PackErrors
 
 
 @file_errors
 def explain(
-    file: Annotated[Path, typer.Argument(help="Patient: FHIR R4 Bundle or native JSON.")],
+    file: Annotated[Path, typer.Argument(
+        help="Patient: FHIR R4 Bundle or native JSON; '-' reads standard input.")],
     rule: Annotated[str, typer.Option("--rule", help="Rule: 'pack/rule-id' or 'rule-id'.")],
     pack: PacksOpt = None,
     rulesets: RulesetsOpt = None,
@@ -30,12 +32,8 @@ def explain(
 ) -> None:
     """Why a rule did or did not fire for a patient: each condition and its value."""
     from cds.authoring.explain import explain as run_explain
-    from cds.io import read_patient
 
-    try:
-        patient = read_patient(file)
-    except CdsError as e:
-        fail(str(e))
+    patient = read_patient_or_fail(file)
     eng = load_engine_or_fail(pack, rulesets)
     facts = eng.facts(patient, as_of=as_of_date(as_of))
     try:

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from cds.cli.common import (
+    STDIN,
     AsOfOpt,
     AuthorOpt,
     DbOpt,
@@ -21,6 +22,7 @@ from cds.cli.common import (
     err,
     fail,
     file_errors,
+    input_name,
     json_bytes,
     load_engine_or_fail,
     open_store,
@@ -37,28 +39,38 @@ user_app = typer.Typer(no_args_is_help=True, help="Accounts of the served workli
 @review_app.command("import")
 @file_errors
 def review_import(
-    file: Annotated[Path, typer.Argument(help="A worklist.csv or alerts.csv with decisions filled in.")],
+    file: Annotated[Path, typer.Argument(
+        help="A worklist.csv or alerts.csv with decisions filled in; '-' reads standard input.")],
     db: DbOpt = None,
     author: AuthorOpt = None,
     partial: Annotated[bool, typer.Option(
         "--partial", help="Apply the good rows; write the rejects to --rejects.")] = False,
     rejects: Annotated[Path | None, typer.Option(
-        "--rejects", help="Where --partial writes the rejected rows (default FILE.rejects.csv).")] = None,
+        "--rejects", help="Where --partial writes the rejected rows (default FILE.rejects.csv; "
+                          "needed when FILE is '-').")] = None,
     pack: PacksOpt = None,
 ) -> None:
     """Apply the decisions of a filled-in worklist or alerts CSV: every row checked first;
     one bad row applies nothing (unless --partial)."""
+    import io
+
     from cds.decisions.csv_import import import_csv, write_rejects
     from cds.decisions.reasons import responses_of
 
+    stdin = str(file) == STDIN
+    if stdin and partial and rejects is None:
+        fail("--partial with FILE '-' (standard input) needs --rejects FILE")
+    name = input_name(file)
+    source = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="") if stdin else None
     with open_store(db) as store:
         try:
-            res = import_csv(store, file, author=author_of(author), partial=partial,
-                             responses=responses_of(load_engine_or_fail(pack, None).packs))
+            res = import_csv(store, Path(name), author=author_of(author), partial=partial,
+                             responses=responses_of(load_engine_or_fail(pack, None).packs),
+                             source=source)
         except CdsError as e:
             fail(str(e))
     for r in res.rejects[:50]:
-        err.print(f"[red]rejected[/] {file}: {r}", soft_wrap=True)
+        err.print(f"[red]rejected[/] {name}: {r}", soft_wrap=True)
     if len(res.rejects) > 50:
         err.print(f"... and {len(res.rejects) - 50} more")
     if res.rejects and not partial:

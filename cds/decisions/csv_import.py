@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import IO
 
 from cds.decisions.model import STATES, Decision
 from cds.decisions.reasons import Responses
@@ -48,11 +50,14 @@ class ImportResult:
 
 
 def import_csv(store: DecisionStore, path: Path, *, author: str, responses: Responses,
-               partial: bool = False, now: datetime | None = None) -> ImportResult:
-    """Apply the decisions of a filled-in worklist or alerts CSV."""
+               partial: bool = False, now: datetime | None = None,
+               source: IO[str] | None = None) -> ImportResult:
+    """Apply the decisions of a filled-in worklist or alerts CSV (read from `source` when
+    given, standard input for instance: `path` then only names it in messages)."""
     now = now or datetime.now(UTC)
     try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
+        with (nullcontext(source) if source is not None
+              else path.open(newline="", encoding="utf-8-sig")) as fh:
             reader = csv.DictReader(fh)
             header = reader.fieldnames or []
             missing = [c for c in REQUIRED if c not in header]

@@ -21,7 +21,16 @@ def read_patient(path: str | os.PathLike[str]) -> Patient:
     The format is told by content, not by file name: anything with a `resourceType` is FHIR.
     """
     name = os.fspath(path)
-    data = load_json(name)
+    return _patient_of(load_json(name), name)
+
+
+def read_patient_bytes(raw: bytes, name: str = "<stdin>") -> Patient:
+    """`read_patient` of JSON already read (standard input, a request body); `name` is what
+    errors call it."""
+    return _patient_of(parse_json(raw, name), name)
+
+
+def _patient_of(data: Any, name: str) -> Patient:
     if not isinstance(data, dict):
         raise InputError(f"expected a JSON object, got {kind_of(data)}", file=name)
     if "resourceType" in data:
@@ -39,6 +48,11 @@ def load_json(name: str) -> Any:
         raise InputError("is a directory, not a file", file=name) from None
     except OSError as e:
         raise InputError(f"cannot read: {e.strerror or e}", file=name) from None
+    return parse_json(raw, name)
+
+
+def parse_json(raw: bytes, name: str) -> Any:
+    """Parsed JSON; a failure is an InputError naming `name` (and the line)."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as e:

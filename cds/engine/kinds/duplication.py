@@ -46,7 +46,7 @@ class DuplicationKind(RuleKind):
         counted = distinct_ingredient_meds([m for m in meds if m not in ending])
         if len(counted) < r.min:
             return None
-        name = index.kb.classes.graph.nodes[r.drug_class].get("name", r.drug_class)
+        name = index.kb.classes.node(r.drug_class).get("name", r.drug_class)
         return Finding(cr, tuple(counted), {
             "class": name, "count": len(counted), "drugs": ", ".join(m.label for m in counted),
             "ending": ", ".join(m.label for m in ending)}, 0.0,
