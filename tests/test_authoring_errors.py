@@ -264,18 +264,21 @@ def test_count_present_needs_a_list_of_names() -> None:
 
 
 def test_the_cns_burden_sum_as_one_call(kb: Knowledge) -> None:
-    """The shipped Beers anticholinergic rule sums has() over 38 drugs; count_present over the
-    rule's own drug list says the same for every shipped case's patient."""
+    """The shipped Beers anticholinergic rule counts its 39 drugs with count_present (it summed
+    has() over them before 1.1.1): the two forms agree on every shipped case's patient."""
     pack = load_pack(RULESETS / "cns-burden", kb)
     rule = pack.rule("beers-anticholinergic-anticholinergic")
-    assert rule is not None and rule.when
+    assert rule is not None and rule.when and "count_present([" in rule.when
     drugs = list(rule.drugs)  # type: ignore[union-attr]
-    short = compile_expression(f"age >= 65 and count_present({drugs!r}) >= 2", known=kb.known)
-    long = compile_expression(rule.when, known=kb.known)
+    assert len(drugs) == 39
+    summed = compile_expression("age >= 65 and (" + " + ".join(f"has({d!r})" for d in drugs)
+                                + ") >= 2", known=kb.known)
+    one_call = compile_expression(rule.when, known=kb.known)
+    assert set(one_call.refs) == set(drugs)
     from cds.authoring.cases import load_cases
     for lc in load_cases(pack.path):
         facts = build_facts(kb, lc.patient, lc.case.as_of)
-        assert short(facts) == long(facts), lc.case.name
+        assert summed(facts) == one_call(facts), lc.case.name
 
 
 # --- cds pack lint: placeholders and cases --------------------------------------------------
@@ -357,7 +360,7 @@ def test_pack_test_junit(tmp_path: Path) -> None:
     root = ET.fromstring(res.stdout)
     (suite,) = root.findall("testsuite")
     cases = suite.findall("testcase")
-    assert suite.get("name") == "cns-burden@1.1.0" and suite.get("failures") == "0"
+    assert suite.get("name") == "cns-burden@1.1.1" and suite.get("failures") == "0"
     assert int(suite.get("tests") or 0) == len(cases) > 5
     assert all(c.get("file", "").endswith("cns-burden.yaml") and c.get("line") for c in cases)
     # a failing case is a <failure> with the expectations it missed
@@ -437,6 +440,7 @@ def test_panel_with_rulesets(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     run = json.loads((out / "run.json").read_text())
     assert [p["id"] for p in run["packs"]] == ["site-burden", "data-quality"]
+    assert run["packs"][0]["version"] == "1.1.1"
     res = runner.invoke(app, ["panel", str(ROOT / "examples" / "panel"), "--out", str(out),
                               "--pack", "site-burden", "--quiet", "--db", "none"])
     assert res.exit_code == 2 and "not installed" in res.output
@@ -447,13 +451,13 @@ def test_explain_suggests_where_the_rule_is(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.chdir(tmp_path)
     res = runner.invoke(app, ["explain", EXAMPLE, "--rule", "site-burden/acb-total-3-or-more"])
     assert res.exit_code == 2
-    assert (f"hint: site-burden@1.1.0 ({root / 'site-burden'}) has it: add --rulesets "
+    assert (f"hint: site-burden@1.1.1 ({root / 'site-burden'}) has it: add --rulesets "
             f"{root}") in res.output.replace("\n", "")
     res = runner.invoke(app, ["explain", EXAMPLE, "--rule", "mme-crossed-50"])
     assert "hint: opioid-safety@1.0.0 has it: add --pack opioid-safety@1.0.0" in res.output
     res = runner.invoke(app, ["explain", EXAMPLE, "--rule", "site-burden/acb-total-3-or-more",
                               "--rulesets", str(root)])
-    assert res.exit_code == 0 and "site-burden@1.1.0" in res.output
+    assert res.exit_code == 0 and "site-burden@1.1.1" in res.output
 
 
 def test_knowledge_search_cli(tmp_path: Path) -> None:
