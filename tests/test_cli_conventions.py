@@ -5,6 +5,7 @@ is a fresh build)."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import pickle
@@ -312,3 +313,48 @@ def test_no_version_or_help_loads_the_engine() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                        env={**os.environ, "CDS_CACHE_DIR": "off"})
     assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout
+
+
+# -- cds panel names every file it wrote ---------------------------------------------------------
+
+def test_panel_prints_every_output_path(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "review"
+    r = subprocess.run([sys.executable, "-c", "from cds.cli import app; app()", "panel",
+                        str(ROOT / "examples" / "panel"), "--out", str(out), "--pack",
+                        "opioid-safety", "--as-of", "2026-11-26", "--workers", "1", "--fhir"],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "COLUMNS": "400"})
+    assert r.returncode == 0, r.stderr
+    said = (r.stdout + r.stderr).replace("\n", "")
+    listed = json.loads((out / "run.json").read_text())["outputs"]
+    assert {"alerts.csv", "worklist.csv", "report.html", "DetectedIssue.ndjson"} <= set(listed)
+    for name in listed:
+        assert (out / name).is_file(), name
+        assert str((out / name).resolve()) in said, name
+    written = {p.name for p in out.iterdir() if p.is_file() and not p.name.startswith(".")}
+    assert written - {"run.json", "decisions.sqlite3"} <= set(listed), written - set(listed)
+
+
+def test_check_imports_only_what_it_uses(tmp_path: Path) -> None:
+    """`cds check` (engine from the cache) loads no networkx, no store, server, panel or
+    authoring code: what a command does not use costs it nothing."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom cds.cli import app\n"
+            f"args = ['check', {str(BUNDLE)!r}, '--as-of', '2026-11-26']\n"
+            "try:\n    app(args)\nexcept SystemExit:\n    pass\n"
+            "sys.stderr.write(repr(sorted(sys.modules)))")
+    env = {**os.environ, "CDS_CACHE_DIR": str(tmp_path / "engines")}
+    subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, env=env)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env=env)  # the engine from the cache
+    loaded = {m.split(".")[0] if not m.startswith("cds.") else ".".join(m.split(".")[:2])
+              for m in ast.literal_eval(r.stderr.strip().splitlines()[-1])}
+    unused = {"networkx", "sqlalchemy", "alembic", "fastapi", "uvicorn", "starlette", "pandas",
+              "pyarrow", "dask", "distributed", "jinja2", "durable", "cds.authoring",
+              "cds.decisions", "cds.panel", "cds.service", "cds.worklist", "cds.synth"}
+    assert not loaded & unused, sorted(loaded & unused)
