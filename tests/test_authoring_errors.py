@@ -139,6 +139,22 @@ def test_control_character_and_bad_utf8_name_the_line(tmp_path: Path, kb: Knowle
 
 # --- rules ----------------------------------------------------------------------------------
 
+def test_a_key_written_twice(tmp_path: Path, kb: Knowledge) -> None:
+    folder = write_pack(tmp_path / "p", RULE_HEAD + interaction() + "    severity: low\n")
+    e = one(folder, kb)
+    path = rules_file(folder)
+    assert e.message == (f"not valid YAML: the key 'severity' is written twice (first on line "
+                         f"{line_of(path, 'severity: high')})")
+    assert e.line == line_of(path, "severity: low")
+
+
+def test_a_rule_that_is_not_a_mapping(tmp_path: Path, kb: Knowledge) -> None:
+    folder = write_pack(tmp_path / "p", RULE_HEAD + interaction() + "  - just text\n")
+    e = one(folder, kb)
+    assert e.message == "rules[1] must be a mapping (key: value) (got 'just text')"
+    assert (e.field, e.line) == ("rules[1]", line_of(rules_file(folder), "- just text"))
+
+
 def test_bad_severity_suggests_the_near_value(tmp_path: Path, kb: Knowledge) -> None:
     folder = write_pack(tmp_path / "p", RULE_HEAD + interaction(severity="hihg"))
     e = one(folder, kb)

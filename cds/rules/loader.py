@@ -46,6 +46,14 @@ class _LineLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
+    first: dict[str, int] = {}
+    for key, _ in node.value:  # a key written twice: YAML keeps the last, silently
+        if isinstance(key, yaml.ScalarNode):
+            if key.value in first:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key.value!r} is written twice (first on line "
+                    f"{first[key.value]})", key.start_mark)
+            first[key.value] = key.start_mark.line + 1
     mapping: dict[str, Any] = {str(k): v for k, v in loader.construct_mapping(node, deep=True).items()}
     mapping[LINE] = node.start_mark.line + 1
     mapping[LINES] = {k.value: k.start_mark.line + 1 for k, _ in node.value
@@ -90,16 +98,19 @@ def _locate(doc: Any, loc: tuple[int | str, ...]) -> tuple[int | None, str | Non
     line = doc.get(LINE) if isinstance(doc, dict) else None
     rule_id = None
     node = doc
+    item_lines: list[int] = []  # the lines of the items of the list just entered
     for i, part in enumerate(loc):
         if _is_tag(loc, i):
             continue  # pydantic's discriminator tag, not a key the author wrote
         if isinstance(node, dict):
             if isinstance(part, str) and part in node:
                 line = node.get(LINES, {}).get(part, line)
+                item_lines = node.get(ITEMS, {}).get(part, [])
                 node = node[part]
             else:
                 break  # missing fields: stay at the mapping
         elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            line = item_lines[part] if part < len(item_lines) else line
             node = node[part]
         else:
             break

@@ -23,7 +23,7 @@ PATTERNS = {
 
 #: A pydantic error type -> what the value must be.
 TYPES = {
-    "string_type": "text", "int_type": "a whole number", "int_parsing": "a whole number",
+    "string_type": "quoted text", "int_type": "a whole number", "int_parsing": "a whole number",
     "int_from_float": "a whole number", "float_type": "a number", "float_parsing": "a number",
     "bool_type": "true or false", "bool_parsing": "true or false",
     "list_type": "a list ([a, b] or one '- item' a line)", "dict_type": "a mapping (key: value)",
@@ -62,7 +62,7 @@ def plain(err: Mapping[str, Any], field: str, allowed: list[str] | None = None
     ctx = err.get("ctx") or {}
     value = err.get("input")
     name = field.rsplit(".", 1)[-1].split("[", 1)[0] or field
-    leaf = name
+    leaf = field.rsplit(".", 1)[-1] or field  # with its index: "rules[0]", "when[1]"
     if kind == "missing":
         return f"{leaf} is required", None
     if kind == "extra_forbidden":
@@ -79,9 +79,9 @@ def plain(err: Mapping[str, Any], field: str, allowed: list[str] | None = None
         options = _quoted(str(ctx.get("expected", "")))
         return (f"{leaf} must be one of: {', '.join(options)} (got {_got(value)})",
                 near(value, options))
-    if kind == "string_pattern_mismatch" or (kind == "string_type" and leaf == "version"):
+    if kind == "string_pattern_mismatch" or (kind == "string_type" and name == "version"):
         words = PATTERNS.get(str(ctx.get("pattern")), f"match {ctx.get('pattern')}")
-        if leaf == "version" or "SemVer" in words:
+        if name == "version" or "SemVer" in words:
             words = PATTERNS[r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.\-]+)?$"]
         return f"{leaf} must be {words} (got {_got(value)})", None
     if kind in TYPES:
