@@ -343,22 +343,45 @@ cases:
 """
 
 
+def test_messages_with_brackets_are_printed_as_they_are(tmp_path: Path) -> None:
+    folder = write_pack(tmp_path / "p", RULE_HEAD + interaction().replace(
+        'sources: ["CDC 2022, Recommendation 11"]', "sources: CDC"))
+    code, output = _lint(folder)
+    assert code == 1 and "sources must be a list ([a, b] or one '- item' a line)" in output
+
+
 def test_lint_checks_the_cases(tmp_path: Path) -> None:
     folder = write_pack(tmp_path / "p", RULE_HEAD + interaction())
     (folder / "cases").mkdir()
     path = folder / "cases" / "c.yaml"
     path.write_text(CASES)
     code, output = _lint(folder)
+    output = " ".join(output.split())
     assert code == 1
     assert (f"{path}:{line_of(path, '- opioid-benso')}, field expect_not: case 'oxycodone with "
             "alprazolam': test-pack@1.0.0 has no rule 'opioid-benso' (did you mean "
             "'opioid-benzo'?)") in output
     assert (f"{path}:{line_of(path, 'expct:')}, field expct: unknown field 'expct'") in output
     assert "(did you mean 'expect'?)" in output
-    assert (f"warning {path}:{line_of(path, 'alprazolom')}, field patient.medications: case "
+    assert (f"{path}:{line_of(path, 'alprazolom')}, field patient.medications: case "
             "'oxycodone with alprazolam': medication 'alprazolom 0.5 MG Oral Tablet' is not a "
-            "drug the knowledge base knows") in output.replace("\n", " ").replace("  ", " ")
-    assert "2 error(s)" in output
+            "drug the knowledge base knows") in output
+    assert "(did you mean 'alprazolam'?)" in output
+    assert "3 error(s)" in output
+
+
+def test_a_case_may_mean_an_unknown_drug(tmp_path: Path) -> None:
+    folder = write_pack(tmp_path / "p", RULE_HEAD + interaction())
+    (folder / "cases").mkdir()
+    path = folder / "cases" / "c.yaml"
+    path.write_text(CASES.split("  - name: a typo")[0].replace(
+        "    expect_not:\n      - opioid-benso\n", "") + "    unrecognized: [a, o]\n")
+    code, output = _lint(folder)
+    output = " ".join(output.split())
+    assert code == 1 and "1 error(s)" in output and "alprazolom" not in output  # a: meant
+    assert (f"{path}:{line_of(path, 'unrecognized:')}, field unrecognized: case 'oxycodone with "
+            "alprazolam': medication 'oxycodone hydrochloride 10 MG Oral Tablet' is listed under "
+            "unrecognized but the knowledge base knows it (oxycodone)") in output
 
 
 @pytest.mark.parametrize("pack", sorted(p.name for p in RULESETS.iterdir()

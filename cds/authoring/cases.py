@@ -12,6 +12,7 @@ File format (`rulesets/<pack>/cases/*.yaml`):
         expect_not: [mme-50]                   # rule ids that must not fire
         expect_alerts:                         # optional details of fired alerts
           - {rule: opioid-benzodiazepine, severity: high, medications: [...], role: prescriber}
+        unrecognized: [m3]           # medications (id or text) meant to be unknown drugs
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ class Case(BaseModel):
     expect: list[str] = Field(default_factory=list)
     expect_not: list[str] = Field(default_factory=list)
     expect_alerts: list[ExpectedAlert] = Field(default_factory=list)
+    #: Medications (by id or text) the case means the knowledge base not to know: a
+    #: data-quality case, a near miss with a drug outside the knowledge. `cds pack lint` fails
+    #: on any other medication it does not recognize (a typo), and on a listed one it does.
+    unrecognized: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_patient(self) -> Case:

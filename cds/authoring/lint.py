@@ -88,10 +88,10 @@ def placeholder_errors(pack: Pack) -> list[PackError]:
 
 
 def check_cases(pack: Pack, kb: Knowledge) -> tuple[list[PackError], list[PackError]]:
-    """(errors, warnings) of a pack's cases. Errors: the schema, a rule id in `expect`,
-    `expect_not` or `expect_alerts` that the pack does not have. Warnings: a medication no
-    drug name or code of the knowledge base matches (the case tests an unrecognized drug,
-    which the data-quality pack's cases and near misses do on purpose; a typo does not)."""
+    """(errors, warnings) of a pack's cases: the schema; a rule id in `expect`, `expect_not`
+    or `expect_alerts` that the pack does not have; a medication no drug name or code of the
+    knowledge base matches (a typo tests an unrecognized drug, not the rule), unless the case
+    lists it under `unrecognized:`; and one listed there that the knowledge base knows."""
     from cds.authoring.cases import load_cases
     from cds.knowledge.normalize import identify
 
@@ -111,16 +111,33 @@ def check_cases(pack: Pack, kb: Knowledge) -> tuple[list[PackError], list[PackEr
                     suggestion=near(rid, ids)))
         orders = [("patient.medications", m) for m in lc.patient.medications]
         orders += [("draft_orders", m) for m in c.draft_orders]
+        meant = set(c.unrecognized)
+        listed: set[str] = set()
         for where, m in orders:
-            if identify(kb, m) is not None:
-                continue
             said = m.text or ", ".join(f"{x.system or ''}|{x.code}" for x in m.codes) or m.id
+            names = {m.id, said} & meant
+            listed |= names
+            ident = identify(kb, m)
+            if ident is not None and names:
+                errors.append(PackError(
+                    f"case {c.name!r}: medication {said!r} is listed under unrecognized but "
+                    f"the knowledge base knows it ({', '.join(ident.ingredients)})",
+                    file=lc.file, line=line_of(raw, "unrecognized", next(iter(names))) or lc.line,
+                    field="unrecognized"))
+            if ident is not None or names:
+                continue
             first = (m.text or "").split(" ", 1)[0]
-            warnings.append(PackError(
+            errors.append(PackError(
                 f"case {c.name!r}: medication {said!r} is not a drug the knowledge base knows "
-                "(no ingredient name, salt, brand or RxNorm code of it matches)",
+                "(no ingredient name, salt, brand or RxNorm code of it matches; list its id "
+                "under unrecognized: if the case means it)",
                 file=lc.file, line=_item_line(raw, where, m.id) or lc.line, field=where,
                 suggestion=suggest_name(kb, first) if first else None))
+        for name in sorted(meant - listed):
+            warnings.append(PackError(
+                f"case {c.name!r}: unrecognized names {name!r}, which is no medication of the "
+                "case", file=lc.file, line=line_of(raw, "unrecognized", name) or lc.line,
+                field="unrecognized"))
     return errors, warnings
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import orjson
 import typer
+from rich.markup import escape
 
 from cds.cli.common import Format, RulesetsOpt, emit, err, fail, file_errors, out
 from cds.errors import PackErrors
@@ -47,19 +48,19 @@ def knowledge_search(
         raise typer.Exit(0 if hits else 1)
     if not hits:
         close = near(kb, text)
-        err.print(f"no ingredient, class, product or code matches {text!r}"
-                  + (f"; near: {', '.join(close)}" if close else ""), soft_wrap=True)
+        err.print(escape(f"no ingredient, class, product or code matches {text!r}"
+                         + (f"; near: {', '.join(close)}" if close else "")), soft_wrap=True)
         raise typer.Exit(1)
     for h in hits:
         origin = "site" if h.site else "shipped"
-        out.print(f"[bold]{h.kind}[/] {h.id}  [dim](by {h.matched_by}; {origin})[/]",
+        out.print(f"[bold]{h.kind}[/] {escape(h.id)}  [dim](by {h.matched_by}; {origin})[/]",
                   soft_wrap=True)
         if h.detail:
-            out.print(f"  {h.detail}", soft_wrap=True)
+            out.print(f"  {escape(h.detail)}", soft_wrap=True)
         if h.ingredients and h.kind != "class":
             out.print(f"  ingredient: {', '.join(h.ingredients)}", soft_wrap=True)
         elif h.ingredients:
             out.print(f"  members: {', '.join(h.ingredients)}", soft_wrap=True)
         out.print(f"  classes: {', '.join(h.classes) or 'none'}", soft_wrap=True)
-        out.print(f"  source: {h.source or 'not given'}"
+        out.print(f"  source: {escape(h.source or 'not given')}"
                   + (f" [dim](status {h.status})[/]" if h.status else ""), soft_wrap=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from cds.cli.common import RulesetsOpt, emit, err, file_errors, out
 from cds.errors import PackErrors
@@ -57,7 +58,7 @@ def load_pack_or_fail(path: Path) -> tuple[Pack, Knowledge]:
         return load_pack(path, kb), kb
     except PackErrors as e:
         for x in e.errors:
-            err.print(f"[red]error[/] {x}", soft_wrap=True)
+            err.print(f"[red]error[/] {escape(str(x))}", soft_wrap=True)
         err.print(f"{len(e.errors)} error(s)")
         raise typer.Exit(1) from None
 
@@ -74,10 +75,10 @@ def pack_lint(path: Annotated[Path, typer.Argument(help="Pack folder.")]) -> Non
     errors = placeholder_errors(p) + case_errors
     warnings = lint_warnings(p, kb) + [str(w) for w in case_warnings]
     for w in warnings:
-        out.print(f"[yellow]warning[/] {w}", soft_wrap=True)
+        out.print(f"[yellow]warning[/] {escape(w)}", soft_wrap=True)
     if errors:
         for x in errors:
-            err.print(f"[red]error[/] {x}", soft_wrap=True)
+            err.print(f"[red]error[/] {escape(str(x))}", soft_wrap=True)
         err.print(f"{len(errors)} error(s)")
         raise typer.Exit(1)
     out.print(f"[green]ok[/] {p.ref}: {len(p.rules)} rules, digest {p.digest}"
@@ -100,7 +101,7 @@ def pack_test(
         report = test_pack(p, kb)
     except PackErrors as e:
         for x in e.errors:
-            err.print(f"[red]error[/] {x}", soft_wrap=True)
+            err.print(f"[red]error[/] {escape(str(x))}", soft_wrap=True)
         raise typer.Exit(1) from None
     if format is TestFormat.junit:
         emit(junit_xml(report).encode())
@@ -108,11 +109,11 @@ def pack_test(
     for o in report.outcomes:
         where = f"{o.file}:{o.line}" if o.line else o.file
         if o.ok:
-            out.print(f"[green]pass[/] {o.name}")
+            out.print(f"[green]pass[/] {escape(o.name)}")
         else:
-            out.print(f"[red]FAIL[/] {o.name} ({where})")
+            out.print(f"[red]FAIL[/] {escape(o.name)} ({escape(where)})")
             for f in o.failures:
-                out.print(f"     {f}")
+                out.print(f"     {escape(f)}")
     if report.unexercised:
         out.print(f"[yellow]rules no case expects to fire:[/] {', '.join(report.unexercised)}")
     if report.untested_negative:
@@ -158,7 +159,7 @@ def pack_diff(
 def _print_diff(d: PackDiff) -> None:
     out.print(f"[bold]{d.old} -> {d.new}[/]")
     for k, x, y in d.meta:
-        out.print(f"  pack {k}: {x!r} -> {y!r}")
+        out.print(escape(f"  pack {k}: {x!r} -> {y!r}"))
     for rid in d.added:
         out.print(f"  [green]+ {rid}[/]")
     for rid in d.removed:
@@ -166,10 +167,10 @@ def _print_diff(d: PackDiff) -> None:
     for rid, changes in d.changed.items():
         out.print(f"  [yellow]~ {rid}[/]")
         for k, x, y in changes:
-            out.print(f"      {k}: {x!r} -> {y!r}")
+            out.print(escape(f"      {k}: {x!r} -> {y!r}"))
     if not (d.meta or d.added or d.removed or d.changed):
         out.print("  no rule changes")
     for c in d.cases:
         lost = [f"[red]-{r}[/]" for r in c.lost]
         gained = [f"[green]+{r}[/]" for r in c.gained]
-        out.print(f"  case {c.name!r}: " + ", ".join(lost + gained))
+        out.print(f"  case {escape(repr(c.name))}: " + ", ".join(lost + gained))
