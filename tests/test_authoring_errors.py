@@ -361,7 +361,8 @@ def test_lint_checks_the_cases(tmp_path: Path) -> None:
     assert (f"{path}:{line_of(path, '- opioid-benso')}, field expect_not: case 'oxycodone with "
             "alprazolam': test-pack@1.0.0 has no rule 'opioid-benso' (did you mean "
             "'opioid-benzo'?)") in output
-    assert (f"{path}:{line_of(path, 'expct:')}, field expct: unknown field 'expct'") in output
+    assert (f"{path}:{line_of(path, 'expct:')}, case 'a typo in a key', field expct: unknown "
+            "field 'expct'") in output
     assert "(did you mean 'expect'?)" in output
     assert (f"{path}:{line_of(path, 'alprazolom')}, field patient.medications: case "
             "'oxycodone with alprazolam': medication 'alprazolom 0.5 MG Oral Tablet' is not a "

@@ -101,7 +101,9 @@ def load_cases(pack_dir: Path, errors: list[PackError] | None = None) -> list[Lo
             try:
                 case = Case.model_validate(strip_marks(raw))
             except ValidationError as e:
-                found += validation_errors(e, raw, str(path), Case)
+                name = raw.get("name")
+                found += [x.at(record=f"case {name!r}") if isinstance(name, str) else x
+                          for x in validation_errors(e, raw, str(path), Case)]
                 continue
             try:
                 if case.patient_file:

@@ -19,8 +19,6 @@ from pydantic import BaseModel
 from cds.rules.models import Action, PackMeta, RuleFile
 
 SCHEMA_DIR = Path(__file__).parent / "schema"
-#: Where the published copies live (the URL an editor modeline may name instead of a path).
-BASE_URL = "https://raw.githubusercontent.com/cds-developers/cds/main/cds/rules/schema/"
 FILES: dict[str, tuple[type[BaseModel], str]] = {
     "pack.schema.json": (PackMeta, "cds rule pack: pack.yaml"),
     "rules.schema.json": (RuleFile, "cds rule pack: a rule file (rules/*.yaml)"),
@@ -81,8 +79,7 @@ def generate(name: str) -> dict[str, Any]:
     model, title = FILES[name]
     schema = _loosen(model.model_json_schema(by_alias=True), model)
     schema["title"] = title
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": BASE_URL + name,
-            **schema}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 
 def render(name: str) -> str:
