@@ -255,6 +255,13 @@ def test_feedback_store_on_postgresql(postgres_url: str) -> None:
     again = FeedbackStore(postgres_url)  # the schema is there: opening twice is fine
     try:
         assert again.count("feedback") == 1 and again.count("cards") == 1
+        import psycopg
+
+        with psycopg.connect(postgres_url, autocommit=True) as admin:  # the server drops us
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        assert again.remember_token("iss|j2", time.time() + 60, time.time())  # reconnected
+        assert again.count("tokens") == 2
     finally:
         again.close()
 

@@ -200,8 +200,9 @@ def parse_feedback(body: Any, *, keep_comments: bool = True) -> list[Outcome]:
 
 class _PostgresConnection:
     """The few sqlite3.Connection methods the store uses, over psycopg (autocommit, with
-    explicit BEGIN/COMMIT as the SQLite path has): `?` placeholders become `%s`. A broken
-    connection (the server restarted) is replaced at the next transaction."""
+    explicit BEGIN/COMMIT as the SQLite path has): `?` placeholders become `%s`. A lost
+    connection (the server restarted, a proxy closed it) is replaced when the next
+    transaction begins."""
 
     def __init__(self, url: str) -> None:
         self.url = "postgresql://" + url.split("://", 1)[1]
@@ -213,8 +214,18 @@ class _PostgresConnection:
         return psycopg.connect(self.url, autocommit=True)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        if sql == "BEGIN" and (self._conn.closed or self._conn.broken):
-            self._conn = self._connect()
+        if sql == "BEGIN":  # nothing done yet: a lost connection is replaced, once
+            import psycopg
+
+            if self._conn.closed or self._conn.broken:
+                self._conn = self._connect()
+            try:
+                return self._conn.execute(sql)
+            except psycopg.OperationalError:
+                with contextlib.suppress(Exception):
+                    self._conn.close()
+                self._conn = self._connect()
+                return self._conn.execute(sql)
         return self._conn.execute(sql.replace("?", "%s"), tuple(params))
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
