@@ -358,3 +358,15 @@ def test_check_imports_only_what_it_uses(tmp_path: Path) -> None:
               "pyarrow", "dask", "distributed", "jinja2", "durable", "cds.authoring",
               "cds.decisions", "cds.panel", "cds.service", "cds.worklist", "cds.synth"}
     assert not loaded & unused, sorted(loaded & unused)
+
+
+def test_review_import_reads_standard_input(tmp_path: Path) -> None:
+    db = str(tmp_path / "decisions.sqlite3")
+    csv_text = "patient_id,alert_key,decision\np1,opioid-safety/mme-90@MME90+,\n"
+    r = cli("review", "import", "-", "--db", db, input=csv_text)
+    assert r.exit_code == 0, r.output
+    assert "applied 0 decision(s); 1 row(s) unchanged" in r.stdout
+    bad = cli("review", "import", "-", "--db", db, input="name,age\nx,1\n")
+    assert bad.exit_code == 2 and "<stdin>" in bad.stderr and "alert_key" in bad.stderr
+    partial = cli("review", "import", "-", "--db", db, "--partial", input=csv_text)
+    assert partial.exit_code == 2 and "--rejects" in partial.stderr
