@@ -26,7 +26,9 @@ NonNegative = Annotated[float, Strict(), Field(allow_inf_nan=False, ge=0)]
 Positive = Annotated[float, Strict(), Field(allow_inf_nan=False, gt=0)]
 Count = Annotated[float, Strict(), Field(allow_inf_nan=False, ge=1)]
 Bool = Annotated[bool, Strict()]
-Shape = with_config(ConfigDict(str_strip_whitespace=True))
+#: Validators are built on first use (defer_build): a process that reads one kind of record
+#: (`cds check` of one Bundle) builds only the shapes it meets, not all of them at import.
+Shape = with_config(ConfigDict(str_strip_whitespace=True, defer_build=True))
 
 
 @Shape
