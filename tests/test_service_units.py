@@ -103,3 +103,19 @@ def test_conditions_prefetch_reaches_the_patient() -> None:
                           "conditions": bundle}, {}, with_drafts=False)
     assert [(c.code, c.text) for c in got.patient.conditions] == [("F11.20", "Opioid use disorder")]
     assert "conditions" in templates(180, date(2026, 11, 26))
+
+
+def test_the_server_keeps_its_allocator_steady_unless_the_operator_tuned_it() -> None:
+    """glibc's mallopt is applied in a fresh process (the soak test showed resident memory
+    ratcheting up without it); an operator's own MALLOC_* setting is left alone."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from cds.service.server import steady_allocator; print(steady_allocator())"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    fresh = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                           text=True, check=True).stdout.strip()
+    tuned = subprocess.run([sys.executable, "-c", code], env={**env, "MALLOC_ARENA_MAX": "4"},
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert (fresh, tuned) == ("True" if sys.platform == "linux" else "False", "False")

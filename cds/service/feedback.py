@@ -31,6 +31,9 @@ from cds.errors import CdsError, UsageError
 
 log = logging.getLogger("cds.service")
 
+#: Responses whose issued cards may wait for the writer thread before a request waits.
+QUEUE_BATCHES = 1024
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cards (
     uuid TEXT PRIMARY KEY,
@@ -274,7 +277,10 @@ class FeedbackStore:
                     self._db.executescript("BEGIN;" + _MIGRATE_OUTCOME_KEY + "COMMIT;")
                 self._db.execute("CREATE UNIQUE INDEX IF NOT EXISTS feedback_outcome "
                                  "ON feedback (outcome_key)")
-        self._queue: queue.SimpleQueue[list[IssuedCard] | threading.Event | None] = queue.SimpleQueue()
+        # bounded: when the writer falls behind, a request waits for room (nothing is
+        # dropped) instead of the queue growing with the server's memory
+        self._queue: queue.Queue[list[IssuedCard] | threading.Event | None] = queue.Queue(
+            maxsize=QUEUE_BATCHES)
         self._writer = threading.Thread(target=self._write_loop, name="cds-cards-writer",
                                         daemon=True)
         self._writer.start()
