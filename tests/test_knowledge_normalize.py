@@ -494,3 +494,19 @@ def test_observation_constructor_converts_too() -> None:
 def test_canonical_unit() -> None:
     assert canonical_unit("LBS") == "lb" and canonical_unit(" mg/dl ") == "mg/dL"
     assert canonical_unit("furlong") is None and canonical_unit(None) is None
+
+
+def test_long_order_texts_are_identified_but_not_memoized() -> None:
+    """The identity memo is bounded in entries; a long text (a hostile feed could send many)
+    is worked out each time instead of kept."""
+    from cds.knowledge import normalize
+    from cds.knowledge.store import default_knowledge
+    from cds.patient import MedicationOrder
+
+    kb = default_knowledge()
+    text = "oxycodone hydrochloride 10 MG Oral Tablet " + "x" * 2000
+    order = MedicationOrder(id="m1", text=text)
+    before = len(normalize._IDENTITIES)
+    ident = normalize.identify(kb, order)
+    assert ident is not None and "oxycodone" in ident.ingredients
+    assert len(normalize._IDENTITIES) == before

@@ -157,6 +157,9 @@ def _from_name(kb: Knowledge, text: str) -> Identity | None:
 _MISS = object()
 _IDENTITIES: dict[tuple[Any, ...], Identity | None] = {}
 _IDENTITIES_MAX = 65536
+#: Characters of an order's text and code displays beyond which its identity is not memoized
+#: (worked out each time): the memo's entry count is bounded, its keys' size must be too.
+_MEMO_TEXT_MAX = 512
 
 
 def identify(kb: Knowledge, order: MedicationOrder) -> Identity | None:
@@ -175,6 +178,8 @@ def identify(kb: Knowledge, order: MedicationOrder) -> Identity | None:
         return hit  # type: ignore[return-value]
     ident = _identify(kb, tuple((c.system, c.code) for c in codes), order.text,
                       tuple(c.display for c in codes))
+    if len(order.text or "") + sum(len(c.display or "") for c in codes) > _MEMO_TEXT_MAX:
+        return ident  # unique long texts (a hostile feed) would fill the memory otherwise
     if len(_IDENTITIES) >= _IDENTITIES_MAX:
         _IDENTITIES.clear()
     _IDENTITIES[key] = ident
