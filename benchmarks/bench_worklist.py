@@ -86,21 +86,24 @@ def _rows(store: DecisionStore, rnd: random.Random, panel: Path) -> None:
     (panel / "run.json").write_bytes(orjson.dumps({"run_id": run_id, "as_of": "2026-11-26"}))
 
 
-def _timed(client: TestClient, url: str, n: int = 7) -> float:
+def _timed(client: TestClient, url: str, n: int = 7) -> tuple[float, float]:
+    """(first, median) milliseconds: the first call of a URL is the cold one."""
     times = []
     for _ in range(n):
         t0 = time.perf_counter()
         r = client.get(url)
         times.append(time.perf_counter() - t0)
         assert r.status_code == 200, r.text[:300]
-    return statistics.median(times) * 1000
+    return times[0] * 1000, statistics.median(times) * 1000
 
 
 def _bench(db: str, tmp_path: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     _fill(db, tmp_path / "panel")
     fill_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
     app = create_app(WorklistSettings(db=db, panel=tmp_path / "panel", packs=["opioid-safety"]))
+    start_s = time.perf_counter() - t0  # includes loading the run's queue index
     with TestClient(app, base_url="http://127.0.0.1") as client:
         page = client.get("/login")
         token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
@@ -113,9 +116,11 @@ def _bench(db: str, tmp_path: Path) -> dict[str, Any]:
             "search": "/?q=MRN4242",
             "patient": "/patients/p0042424",
         }
-        ms = {name: round(_timed(client, url), 1) for name, url in pages.items()}
+        timed = {name: _timed(client, url) for name, url in pages.items()}
     info = {"patients": PATIENTS, "alerts": PATIENTS * ALERTS_PER_PATIENT,
-            "fill_seconds": round(fill_s, 1), "median_ms": ms}
+            "fill_seconds": round(fill_s, 1), "app_start_seconds": round(start_s, 2),
+            "first_ms": {k: round(v[0], 1) for k, v in timed.items()},
+            "median_ms": {k: round(v[1], 1) for k, v in timed.items()}}
     print(f"\n{db.split(':')[0]}: {info}")
     return info
 
@@ -124,7 +129,7 @@ def test_queue_pages_sqlite(benchmark: Any, tmp_path: Path) -> None:
     info = benchmark.pedantic(lambda: _bench(str(tmp_path / "wl.sqlite3"), tmp_path),
                               rounds=1, iterations=1)
     benchmark.extra_info.update(info)
-    assert max(info["median_ms"].values()) < 300, info
+    assert max(info["first_ms"].values()) < 300 and max(info["median_ms"].values()) < 300, info
 
 
 @pytest.mark.skipif(not os.environ.get("CDS_TEST_POSTGRES"),
@@ -142,7 +147,7 @@ def test_queue_pages_postgresql(benchmark: Any, tmp_path: Path) -> None:
         url = server.rpartition("/")[0] + "/" + name
         info = benchmark.pedantic(lambda: _bench(url, tmp_path), rounds=1, iterations=1)
         benchmark.extra_info.update(info)
-        assert max(info["median_ms"].values()) < 300, info
+        assert max(info["first_ms"].values()) < 300 and max(info["median_ms"].values()) < 300, info
     finally:
         with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

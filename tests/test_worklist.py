@@ -19,6 +19,7 @@ from cds.synth import write_panel
 from cds.worklist import data
 from cds.worklist.app import WorklistSettings, create_app
 from cds.worklist.auth import Accounts
+from cds.worklist.facets import QueueIndex
 
 PASSWORD = "correct horse battery staple"
 
@@ -91,16 +92,23 @@ def test_queue_filters_counts_and_paging(served: Any, db_url: str) -> None:
     assert second.text.count('href="/patients/') == total - data.PAGE
     with DecisionStore(db_url) as store:
         run = data.load_run(store, out)
+        index = QueueIndex(store, run.run_id, data.MME_BANDS)
+        truth = _worklist_rows(store, run.run_id)
         for f in (data.Filters(severity="high"), data.Filters(family="mme"),
-                  data.Filters(mme="90+"), data.Filters(status="new", role="prescriber")):
-            got = data.queue(store, run, f)
+                  data.Filters(mme="90+"), data.Filters(status="new", role="prescriber"),
+                  data.Filters(severity="high", family="mme"), data.Filters(q="p0")):
+            got = data.queue(store, run, index, f)
             assert all(r["status"] for r in got.rows)
+            assert got.total == len(_matching(truth, f)), f  # what the tables say
+            ranks = [r["rank"] for r in got.rows]
+            assert ranks == sorted(ranks)
             # the count a filter value shows is what choosing it gives
-            everything = data.queue(store, run, data.Filters())
+            everything = data.queue(store, run, index, data.Filters())
             for dim in ("severity", "family"):
                 for value, n in everything.counts[dim].items():
-                    assert data.queue(store, run, data.Filters(**{dim: value})).total == n
-        high = data.queue(store, run, data.Filters(severity="high"))
+                    assert data.queue(store, run, index,
+                                      data.Filters(**{dim: value})).total == n
+        high = data.queue(store, run, index, data.Filters(severity="high"))
         r = client.get("/?severity=high")
         assert f"· {high.total} patient" in r.text
 
@@ -229,3 +237,32 @@ def test_a_patient_page_without_the_runs_values_says_so(served: Any, db_url: str
         page = client.get(f"/patients/{pid}")
     assert page.status_code == 200
     assert "values for this patient are not available" in page.text
+
+
+def _worklist_rows(store: DecisionStore, run_id: int) -> tuple[list[Any], list[Any]]:
+    from sqlalchemy import select
+
+    from cds.worklist import tables as w
+
+    with store.engine.connect() as conn:
+        patients = conn.execute(select(w.worklist_patients).where(
+            w.worklist_patients.c.run_id == run_id)).all()
+        alerts = conn.execute(select(w.worklist_alerts).where(
+            w.worklist_alerts.c.run_id == run_id)).all()
+    return patients, alerts
+
+
+def _matching(truth: tuple[list[Any], list[Any]], f: data.Filters) -> set[str]:
+    """The patients a filter selects, worked out row by row (the index's reference)."""
+    patients, alerts = truth
+    lo, hi = data.MME_BANDS.get(f.mme or "", (float("-inf"), float("inf")))
+    text = (f.q or "").lower()
+    ok = {p.patient_id for p in patients
+          if (not f.status or p.status == f.status) and lo <= p.mme_total < hi
+          and (not text or p.patient_id.lower().startswith(text)
+               or (p.mrn or "").lower().startswith(text) or text in (p.patient_name or "").lower())}
+    if f.severity or f.family or f.role:
+        ok &= {a.patient_id for a in alerts if all(
+            not getattr(f, dim) or getattr(a, dim) == getattr(f, dim)
+            for dim in ("severity", "family", "role"))}
+    return ok

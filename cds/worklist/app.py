@@ -39,7 +39,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from cds.decisions.csv_import import import_row
 from cds.decisions.letters import letter_index
 from cds.decisions.letters import letters as render_letters
-from cds.decisions.model import STATES
+from cds.decisions.model import STATES, STATUSES
 from cds.decisions.reasons import Responses, responses_of
 from cds.decisions.share import letter_items
 from cds.decisions.store import DecisionConflict, DecisionStore
@@ -68,6 +68,7 @@ from cds.worklist.auth import (
     start_session,
 )
 from cds.worklist.dashboard import measures
+from cds.worklist.facets import QueueIndex
 from cds.worklist.security import SecurityHeaders
 
 log = logging.getLogger("cds.worklist")
@@ -102,6 +103,7 @@ class _State:
     store: DecisionStore
     accounts: Accounts
     run: data.Run
+    index: QueueIndex
     values: data.PatientValues
     responses: Responses
     oidc: OidcClient | None = None
@@ -112,7 +114,7 @@ def create_app(settings: WorklistSettings) -> Any:
     store = DecisionStore(settings.db)
     accounts = Accounts(store, idle_timeout=timedelta(minutes=settings.idle_minutes))
     run = data.load_run(store, settings.panel)
-    state = _State(settings, store, accounts, run,
+    state = _State(settings, store, accounts, run, QueueIndex(store, run.run_id, data.MME_BANDS),
                    data.PatientValues(settings.panel / "patients.parquet"),
                    responses_of(load_engine(settings.packs).packs),
                    OidcClient(settings.oidc) if settings.oidc else None)
@@ -205,11 +207,11 @@ def create_app(settings: WorklistSettings) -> Any:
         f = data.Filters(status or None, severity or None, family or None, role or None,
                          prescriber or None, mme or None, q or None)
         only = _own(user)
-        result = data.queue(state.store, state.run, f, page_, only_prescriber=only)
+        result = data.queue(state.store, state.run, state.index, f, page_, only_prescriber=only)
         return page(request, "queue.html.j2", user=user, here="queue", page=result, filters=f,
-                    statuses=[s for s in data.STATUSES], severities=SEVERITIES,
+                    statuses=list(STATUSES), severities=SEVERITIES,
                     families=FAMILIES, roles=ROLES, mme_bands=list(data.MME_BANDS),
-                    prescribers=[] if only else data.prescribers(state.store, state.run))
+                    prescribers=[] if only else state.index.prescribers)
 
     # -- a patient -----------------------------------------------------------------------
     @app.get("/patients/{patient_id}", response_class=HTMLResponse)

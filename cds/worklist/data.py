@@ -17,12 +17,12 @@ from typing import Any
 
 import orjson
 import pyarrow.parquet as pq
-from sqlalchemy import Select, and_, delete, func, insert, select
+from sqlalchemy import delete, func, insert, select
 
-from cds.decisions.model import STATUSES
 from cds.decisions.store import DecisionStore
 from cds.errors import CdsError
 from cds.worklist import tables as w
+from cds.worklist.facets import QueueIndex
 
 PAGE = 50
 #: The MME bands of the queue's filter: (label, lowest, highest exclusive).
@@ -164,106 +164,21 @@ class Page:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
-def queue(store: DecisionStore, run: Run, f: Filters, page: int = 1,
+def queue(store: DecisionStore, run: Run, index: QueueIndex, f: Filters, page: int = 1,
           only_prescriber: str | None = None) -> Page:
     """One page of the queue under the filters, and the count each filter value would give
-    (with the other filters applied). `only_prescriber`: a prescriber's own patients."""
+    (with the other filters applied). `only_prescriber`: a prescriber's own patients. The
+    filters and counts come from the run's in-memory index; the page's rows from the store."""
+    sel = index.select(f, page, PAGE, only_prescriber)
     p = w.worklist_patients
     with store.engine.connect() as conn:
-        total = int(conn.execute(_where(select(func.count()).select_from(p), run, f,
-                                        only_prescriber)).scalar() or 0)
-        pages = max(1, -(-total // PAGE))
-        page = min(max(page, 1), pages)
-        q = _where(select(p), run, f, only_prescriber).order_by(p.c.rank).limit(PAGE).offset(
-            (page - 1) * PAGE)
-        rows = [dict(r._mapping) for r in conn.execute(q)]
-        counts = {"status": _counts_status(conn, run, f, only_prescriber),
-                  "mme": _counts_mme(conn, run, f, only_prescriber)}
-        for dim in ("severity", "family", "role"):
-            counts[dim] = _counts_alert(conn, run, f, dim, only_prescriber)
-    decided = _decided_since(store, run, [r["patient_id"] for r in rows])
+        found = {r.patient_id: dict(r._mapping) for r in conn.execute(
+            select(p).where(p.c.run_id == run.run_id, p.c.patient_id.in_(sel.patient_ids)))}
+    rows = [found[pid] for pid in sel.patient_ids if pid in found]
+    decided = _decided_since(store, run, sel.patient_ids)
     for r in rows:
         r["decided_since_run"] = decided.get(r["patient_id"], 0)
-    return Page(rows, total, page, pages, counts)
-
-
-def _where(q: Select[Any], run: Run, f: Filters, only_prescriber: str | None,
-           skip: str | None = None) -> Select[Any]:
-    p, a, x = w.worklist_patients, w.worklist_alerts, w.worklist_prescribers
-    q = q.where(p.c.run_id == run.run_id)
-    if f.status and skip != "status":
-        q = q.where(p.c.status == f.status)
-    if f.mme and skip != "mme" and f.mme in MME_BANDS:
-        lo, hi = MME_BANDS[f.mme]
-        q = q.where(p.c.mme_total >= lo)
-        if hi != float("inf"):
-            q = q.where(p.c.mme_total < hi)
-    if f.q:
-        like = f"{f.q.strip()}%"
-        q = q.where(p.c.patient_id.like(like) | p.c.mrn.like(like) | p.c.patient_name.ilike(
-            f"%{f.q.strip()}%"))
-    # non-correlated sets (computed once, by the filter index), not a subquery per patient
-    conds = [a.c.run_id == run.run_id]
-    for dim in ("severity", "family", "role"):
-        value = getattr(f, dim)
-        if value and skip != dim:
-            conds.append(a.c[dim] == value)
-    if len(conds) > 1:
-        q = q.where(p.c.patient_id.in_(select(a.c.patient_id).where(and_(*conds))))
-    for name in (f.prescriber, only_prescriber):
-        if name:
-            q = q.where(p.c.patient_id.in_(select(x.c.patient_id).where(
-                x.c.run_id == run.run_id, x.c.prescriber == name)))
-    return q
-
-
-def _counts_status(conn: Any, run: Run, f: Filters, only: str | None) -> dict[str, int]:
-    p = w.worklist_patients
-    q = _where(select(p.c.status, func.count()).select_from(p), run, f, only, skip="status")
-    got = dict(conn.execute(q.group_by(p.c.status)).all())
-    return {s: int(got.get(s, 0)) for s in (*STATUSES, "")}
-
-
-def _counts_mme(conn: Any, run: Run, f: Filters, only: str | None) -> dict[str, int]:
-    p = w.worklist_patients
-    out = {}
-    for band, (lo, hi) in MME_BANDS.items():
-        q = _where(select(func.count()).select_from(p), run, f, only, skip="mme").where(
-            p.c.mme_total >= lo)
-        if hi != float("inf"):
-            q = q.where(p.c.mme_total < hi)
-        out[band] = int(conn.execute(q).scalar() or 0)
-    return out
-
-
-def _counts_alert(conn: Any, run: Run, f: Filters, dim: str, only: str | None) -> dict[str, int]:
-    """Patients having an alert of each value of `dim`, under the other filters (the alert
-    filters apply to the same alert: "high" and "mme" is a high MME alert). One grouped join,
-    not a query per patient."""
-    p, a, x = w.worklist_patients, w.worklist_alerts, w.worklist_prescribers
-    q = (select(a.c[dim], func.count(func.distinct(a.c.patient_id)))
-         .select_from(a.join(p, and_(p.c.run_id == a.c.run_id, p.c.patient_id == a.c.patient_id)))
-         .where(a.c.run_id == run.run_id))
-    for other in ("severity", "family", "role"):
-        value = getattr(f, other)
-        if value and other != dim:
-            q = q.where(a.c[other] == value)
-    if f.status:
-        q = q.where(p.c.status == f.status)
-    if f.mme and f.mme in MME_BANDS:
-        lo, hi = MME_BANDS[f.mme]
-        q = q.where(p.c.mme_total >= lo)
-        if hi != float("inf"):
-            q = q.where(p.c.mme_total < hi)
-    if f.q:
-        like = f"{f.q.strip()}%"
-        q = q.where(p.c.patient_id.like(like) | p.c.mrn.like(like) | p.c.patient_name.ilike(
-            f"%{f.q.strip()}%"))
-    for name in (f.prescriber, only):
-        if name:
-            q = q.where(p.c.patient_id.in_(select(x.c.patient_id).where(
-                x.c.run_id == run.run_id, x.c.prescriber == name)))
-    return {str(k): int(v) for k, v in conn.execute(q.group_by(a.c[dim])).all() if k}
+    return Page(rows, sel.total, sel.page, sel.pages, sel.counts)
 
 
 def _decided_since(store: DecisionStore, run: Run, patients: Sequence[str]) -> dict[str, int]:
@@ -279,14 +194,6 @@ def _decided_since(store: DecisionStore, run: Run, patients: Sequence[str]) -> d
          .group_by(d.c.patient_id))
     with store.engine.connect() as conn:
         return {str(k): int(v) for k, v in conn.execute(q).all()}
-
-
-def prescribers(store: DecisionStore, run: Run) -> list[str]:
-    x = w.worklist_prescribers
-    with store.engine.connect() as conn:
-        return [str(r[0]) for r in conn.execute(
-            select(x.c.prescriber).where(x.c.run_id == run.run_id).distinct()
-            .order_by(x.c.prescriber))]
 
 
 # -- a patient --------------------------------------------------------------------------------
