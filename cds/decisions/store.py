@@ -271,12 +271,17 @@ class DecisionStore:
         """(patient id, Prior) for every patient the store knows: the sightings of their
         latest review and their current decisions."""
         seen: dict[str, list[Sighting]] = {}
-        q = select(t.sightings).join(t.reviewed, and_(
-            t.sightings.c.patient_id == t.reviewed.c.patient_id,
-            t.sightings.c.run_id == t.reviewed.c.run_id))
+        s, rv = t.sightings, t.reviewed
         with self.engine.connect() as conn:
-            for r in conn.execute(q):
-                seen.setdefault(r.patient_id, []).append(_sighting(r))
+            # run by run, so each reads its own sightings by the key's prefix (run_id): one
+            # join over the whole table would scan every run's sightings, a cost that grows
+            # with each month of history
+            runs = [r[0] for r in conn.execute(select(rv.c.run_id).distinct())]
+            for run_id in sorted(runs):
+                q = select(s).join(rv, and_(s.c.patient_id == rv.c.patient_id,
+                                            rv.c.run_id == run_id)).where(s.c.run_id == run_id)
+                for r in conn.execute(q):
+                    seen.setdefault(r.patient_id, []).append(_sighting(r))
         decided: dict[str, dict[str, Decision]] = {}
         for (pid, key), d in self.current_for().items():
             decided.setdefault(pid, {})[key] = d
