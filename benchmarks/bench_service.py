@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,15 +26,13 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
-from jwt.algorithms import ECAlgorithm
+from serving import ISS, start_server
 
 from cds.engine.evaluator import load_engine
 from cds.io import fhir_medication_order
 from cds.service.assemble import assemble
 
 RX = "http://www.nlm.nih.gov/research/umls/rxnorm"
-ISS = "https://ehr.bench.example"
 PID = "bench-20"
 
 #: (RxNorm code or None, text, dose, unit, times a day, as needed)
@@ -137,33 +132,7 @@ def _summary(name: str, seconds: list[float]) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
-    folder = tmp_path_factory.mktemp("bench")
-    key = ec.generate_private_key(ec.SECP384R1())
-    jwk = {**json.loads(ECAlgorithm.to_jwk(key.public_key())), "kid": "k1", "use": "sig",
-           "alg": "ES384"}
-    (folder / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    (folder / "cds.yaml").write_text(f"issuers: [{{iss: '{ISS}', jwks_file: jwks.json}}]\n"
-                                     f"feedback_db: feedback.sqlite3\n")
-    code = ("import logging; from cds.service.server import run; "
-            f"run('127.0.0.1', {port}, False, {str(folder / 'cds.yaml')!r}, log_level='warning')")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            raise RuntimeError(f"service did not start: {err}")
-        time.sleep(0.05)
+    proc, base, key, _ = start_server(tmp_path_factory.mktemp("bench"))
     try:
         yield base, key
     finally:

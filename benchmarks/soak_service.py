@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,11 +49,10 @@ from typing import Any
 import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
-from jwt.algorithms import ECAlgorithm
+from serving import ISS, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "patient-oxycodone-fentanyl.json"
-ISS = "https://ehr.soak.example"
 RX = "http://www.nlm.nih.gov/research/umls/rxnorm"
 LOINC = "http://loinc.org"
 MAX_BODY = 5_000_000
@@ -312,36 +310,9 @@ class Mix:
 
 # --- the server ------------------------------------------------------------------------------
 
-def start_server(folder: Path) -> tuple[subprocess.Popen[bytes], str, Any, Path]:
-    key = ec.generate_private_key(ec.SECP384R1())
-    jwk = {**json.loads(ECAlgorithm.to_jwk(key.public_key())), "kid": "k1", "use": "sig",
-           "alg": "ES384"}
-    (folder / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    (folder / "cds.yaml").write_text(
-        f"issuers: [{{iss: '{ISS}', jwks_file: jwks.json}}]\n"
-        f"feedback_db: feedback.sqlite3\nfhir_timeout: 0.5\nmax_body_bytes: {MAX_BODY}\n"
-        "fhir_servers: ['http://127.0.0.1:9/']\n")
-    log = folder / "server.log"
-    code = ("from cds.service.server import run; "
-            f"run('127.0.0.1', {port}, False, {str(folder / 'cds.yaml')!r}, log_level='warning')")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
-                            stderr=log.open("wb"), env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"service did not start: {log.read_text()[-2000:]}")
-        time.sleep(0.1)
-    return proc, base, key, log
+def start_soak_server(folder: Path) -> tuple[subprocess.Popen[bytes], str, Any, Path]:
+    return start_server(folder, f"fhir_timeout: 0.5\nmax_body_bytes: {MAX_BODY}\n"
+                                "fhir_servers: ['http://127.0.0.1:9/']\n")
 
 
 def rss_mb(pid: int) -> float:
@@ -461,7 +432,7 @@ def main() -> int:
         folder = Path(tmp)
         print("generating patients ...", flush=True)
         charts = load_charts(folder / "panel")
-        proc, base, key, log = start_server(folder)
+        proc, base, key, log = start_soak_server(folder)
         print(f"service pid {proc.pid} at {base}; {minutes} min, {CLIENTS} clients, "
               f"{len(charts)} charts, {os.cpu_count()} CPUs; RSS at start "
               f"{rss_mb(proc.pid):.1f} MB", flush=True)
