@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from cds.decisions.model import Decision, Sighting
-from cds.decisions.store import DecisionStore, Prior
+from cds.decisions.model import Decision
+from cds.decisions.store import DecisionStore, Prior, sighting_of_row
 
 
 def write_prior(store: DecisionStore, folder: Path, shards: int,
@@ -23,9 +23,10 @@ def write_prior(store: DecisionStore, folder: Path, shards: int,
     tmp.mkdir(parents=True, exist_ok=True)
     buffers: dict[int, list[bytes]] = {}
     n = 0
-    for pid, prior in store.prior():
-        # orjson writes the (slotted) dataclasses, dates and datetimes itself: no asdict copy
-        line = orjson.dumps({"p": pid, "s": prior.sightings, "d": prior.decisions})
+    for pid, rows, decided in store.prior_rows():
+        # sightings as plain rows (objects are built in the workers, in parallel); orjson
+        # writes the (slotted) Decision dataclasses, dates and datetimes itself
+        line = orjson.dumps({"p": pid, "s": rows, "d": decided})
         buffers.setdefault(shard_of(pid, shards), []).append(line + b"\n")
         n += 1
     for k, lines in buffers.items():
@@ -41,16 +42,9 @@ def read_prior(folder: Path, shard: int) -> dict[str, Prior]:
     out: dict[str, Prior] = {}
     for line in path.read_bytes().splitlines():
         rec = orjson.loads(line)
-        out[rec["p"]] = Prior(tuple(_sighting(s) for s in rec["s"]),
+        out[rec["p"]] = Prior(tuple(sighting_of_row(rec["p"], s) for s in rec["s"]),
                               {k: _decision(d) for k, d in rec["d"].items()})
     return out
-
-
-def _sighting(d: dict[str, Any]) -> Sighting:
-    for k in ("ingredients", "actions", "order_ids", "prescribers"):
-        if k in d:
-            d[k] = tuple(d[k])
-    return Sighting(**d)
 
 
 def _decision(d: dict[str, Any]) -> Decision:

@@ -270,23 +270,31 @@ class DecisionStore:
     def prior(self) -> Iterator[tuple[str, Prior]]:
         """(patient id, Prior) for every patient the store knows: the sightings of their
         latest review and their current decisions."""
-        seen: dict[str, list[Sighting]] = {}
+        for pid, rows, decided in self.prior_rows():
+            yield pid, Prior(tuple(sighting_of_row(pid, r) for r in rows), decided)
+
+    def prior_rows(self) -> Iterator[tuple[str, list[tuple[Any, ...]], dict[str, Decision]]]:
+        """prior() with each sighting as a plain row (SIGHTING_ROW order): a panel run passes
+        them to its workers as they are, and building 369,000 objects in the one main
+        process was most of a 100,000-patient run's read of the store."""
+        seen: dict[str, list[tuple[Any, ...]]] = {}
         s, rv = t.sightings, t.reviewed
+        cols = [s.c[k] for k in ("patient_id", *SIGHTING_ROW)]
         with self.engine.connect() as conn:
             # run by run, so each reads its own sightings by the key's prefix (run_id): one
             # join over the whole table would scan every run's sightings, a cost that grows
             # with each month of history
             runs = [r[0] for r in conn.execute(select(rv.c.run_id).distinct())]
             for run_id in sorted(runs):
-                q = select(s).join(rv, and_(s.c.patient_id == rv.c.patient_id,
-                                            rv.c.run_id == run_id)).where(s.c.run_id == run_id)
+                q = select(*cols).join(rv, and_(s.c.patient_id == rv.c.patient_id,
+                                                rv.c.run_id == run_id)).where(s.c.run_id == run_id)
                 for r in conn.execute(q):
-                    seen.setdefault(r.patient_id, []).append(_sighting(r))
+                    seen.setdefault(r[0], []).append(tuple(r[1:]))
         decided: dict[str, dict[str, Decision]] = {}
         for (pid, key), d in self.current_for().items():
             decided.setdefault(pid, {})[key] = d
         for pid in sorted(seen.keys() | decided.keys()):
-            yield pid, Prior(tuple(seen.get(pid, ())), decided.get(pid, {}))
+            yield pid, seen.get(pid, []), decided.get(pid, {})
 
     def record_run(self, *, as_of: date, packs: Sequence[str], source: str | None,
                    sightings: Iterable[tuple[Sighting, str]], patients: Iterable[PatientRow],
@@ -302,23 +310,20 @@ class DecisionStore:
                 **{k: v for k, v in (counts or {}).items()
                    if k in ("patients", "mme_50", "mme_90", "naloxone_missing")}
             )).inserted_primary_key[0]  # type: ignore[index]
-            batch: list[dict[str, Any]] = []
+            batch: list[tuple[Any, ...]] = []
             seen: set[tuple[str, str]] = set()
             for s, status in sightings:
                 if (s.patient_id, s.alert_key) in seen:
                     continue  # two orders of one drug: one alert key, one sighting
                 seen.add((s.patient_id, s.alert_key))
-                batch.append({
-                    "run_id": run_id, "patient_id": s.patient_id, "alert_key": s.alert_key,
-                    "lineage": s.lineage, "rule": s.rule, "pack": s.pack, "family": s.family,
-                    "severity": s.severity, "summary": s.summary,
-                    "ingredients": "+".join(s.ingredients), "band": s.band, "level": s.level,
-                    "status": status})
+                batch.append((run_id, s.patient_id, s.alert_key, s.lineage, s.rule, s.pack,
+                              s.family, s.severity, s.summary, "+".join(s.ingredients), s.band,
+                              s.level, status))
                 if len(batch) >= 5000:
-                    conn.execute(insert(t.sightings), batch)
+                    _insert_rows(conn, t.sightings, _SIGHTING_COLUMNS, batch)
                     batch = []
             if batch:
-                conn.execute(insert(t.sightings), batch)
+                _insert_rows(conn, t.sightings, _SIGHTING_COLUMNS, batch)
             people = sorted({p.patient_id: p for p in patients}.values(),
                             key=lambda p: p.patient_id)
             for i in range(0, len(people), 5000):
@@ -443,10 +448,35 @@ def _decision(r: Any) -> Decision:
         prescribers=_lines(r.prescribers))
 
 
+_SIGHTING_COLUMNS = ("run_id", "patient_id", "alert_key", "lineage", "rule", "pack", "family",
+                     "severity", "summary", "ingredients", "band", "level", "status")
+
+
+def _insert_rows(conn: Connection, table: Any, columns: Sequence[str],
+                 rows: list[tuple[Any, ...]]) -> None:
+    """Rows as tuples through the driver's executemany: a panel run writes hundreds of
+    thousands of sightings, and building a parameter dict per row through the SQL layer cost
+    as much as the inserts themselves."""
+    style = conn.dialect.paramstyle
+    if style not in ("qmark", "format", "pyformat"):
+        conn.execute(insert(table), [dict(zip(columns, r, strict=True)) for r in rows])
+        return
+    mark = "?" if style == "qmark" else "%s"
+    conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) "
+                         f"VALUES ({', '.join([mark] * len(columns))})", rows)
+
+
 def _lines(text: str | None) -> tuple[str, ...]:
     return tuple(text.split("\n")) if text else ()
 
 
-def _sighting(r: Any) -> Sighting:
-    return Sighting(r.patient_id, r.alert_key, r.rule, r.pack, r.family, r.severity, r.summary,
-                    _split(r.ingredients), r.band, r.level, r.lineage)
+#: The columns of a sighting as prior_rows() gives them (after the patient id).
+SIGHTING_ROW = ("alert_key", "rule", "pack", "family", "severity", "summary", "ingredients",
+                "band", "level", "lineage")
+
+
+def sighting_of_row(patient_id: str, r: Sequence[Any]) -> Sighting:
+    """A Sighting from a SIGHTING_ROW row."""
+    return Sighting(patient_id, r[0], r[1], r[2], r[3], r[4], r[5], _split(r[6]), r[7], r[8],
+                    r[9])
+
