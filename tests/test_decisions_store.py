@@ -37,6 +37,7 @@ from cds.decisions.store import (
     StoreError,
     database_url,
     default_db,
+    sighting_row,
 )
 from cds.errors import CdsError, InputError
 from cds.panel.columns import ALERT_COLUMNS
@@ -120,7 +121,7 @@ def record(store: DecisionStore, sightings: list[Sighting], patients: list[str],
            as_of: date = AS_OF) -> int:
     return store.record_run(
         as_of=as_of, packs=["opioid-safety@2.0.1"], source="export",
-        sightings=[(s, "new") for s in sightings],
+        sightings=[sighting_row(s, "new") for s in sightings],
         patients=[PatientRow(p, f"MRN-{p}", f"Patient {p}", date(1960, 1, 1)) for p in patients],
         statuses={"new": len(sightings)})
 
@@ -353,7 +354,7 @@ def test_a_run_is_what_the_next_one_is_told(store: DecisionStore) -> None:
     changed = replace(p1[REC07], severity="moderate")
     second = store.record_run(
         as_of=AS_OF + timedelta(days=30), packs=["opioid-safety@2.0.1"], source=None,
-        sightings=[(changed, "new")], patients=[PatientRow("p1", "MRN-9", "Ann B", None)],
+        sightings=[sighting_row(changed, "new")], patients=[PatientRow("p1", "MRN-9", "Ann B", None)],
         statuses={"new": 1})
     assert second > first
     assert prior_of(store) == {"p1": {essentials(changed)}, "p2": {essentials(p2[PDMP])}}
@@ -387,9 +388,9 @@ def test_a_run_that_crashes_midway_leaves_the_store_as_it_was(store: DecisionSto
     before = {name: raw_rows(db_url, name) for name in tables}
     prior, patients = prior_of(store), store.patients()
 
-    def sightings() -> Iterator[tuple[Sighting, str]]:
+    def sightings() -> Iterator[tuple[Any, ...]]:
         for i in range(5_100):  # past the first batch of 5,000: some rows were written
-            yield replace(sighting(pid="p1"), patient_id=f"big-{i}"), "new"
+            yield sighting_row(replace(sighting(pid="p1"), patient_id=f"big-{i}"), "new")
         raise RuntimeError("the worker died")
 
     with pytest.raises(RuntimeError, match="worker died"):

@@ -194,3 +194,39 @@ def test_panel_fhir_export_validates(tmp_path: Path) -> None:
     assert len(lines) == len(keys) == info["fhir"]["DetectedIssue.ndjson"] > 0
     for line in lines:
         DetectedIssue.model_validate(orjson.loads(line))
+
+
+def test_a_merge_that_fails_leaves_the_store_as_it_was(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store's write runs beside the merge; a merge that fails rolls it back, and the
+    resumed run records the run once."""
+    from sqlalchemy import func, select
+
+    import cds.panel.run as panel_run
+    from cds.decisions import schema as t
+    from cds.decisions.store import DecisionStore
+    from cds.synth import write_panel
+
+    src = write_panel(30, tmp_path / "export", seed=5)
+    db = str(tmp_path / "d.sqlite3")
+    real = panel_run._merge
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(panel_run, "_merge", broken)
+    with pytest.raises(OSError):
+        panel_run.run_panel(src, tmp_path / "out", as_of=date(2026, 11, 26), quiet=True,
+                            workers=1, db=db)
+    with DecisionStore(db) as store, store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(t.runs)).scalar() == 0
+        assert conn.execute(select(func.count()).select_from(t.sightings)).scalar() == 0
+    monkeypatch.setattr(panel_run, "_merge", real)
+    info = panel_run.run_panel(src, tmp_path / "out", as_of=date(2026, 11, 26), quiet=True,
+                               workers=1, db=db, resume=True)
+    with DecisionStore(db) as store, store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(t.runs)).scalar() == 1
+        n = conn.execute(select(func.count()).select_from(t.sightings)).scalar()
+        alerts = conn.execute(select(t.runs.c.alerts)).scalar()
+    # one sighting per alert key (two orders of one drug fire one key)
+    assert alerts == sum(info["statuses"].values()) and 0 < n <= alerts

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -297,43 +298,43 @@ class DecisionStore:
             yield pid, seen.get(pid, []), decided.get(pid, {})
 
     def record_run(self, *, as_of: date, packs: Sequence[str], source: str | None,
-                   sightings: Iterable[tuple[Sighting, str]], patients: Iterable[PatientRow],
-                   statuses: dict[str, int], counts: dict[str, int] | None = None) -> int:
-        """Store a panel run: its sightings (each with its status), the program's `counts`
-        (patients, mme_50, mme_90, naloxone_missing) and, for every patient it reviewed, that
-        this is now their latest review. One transaction; returns the run id."""
+                   sightings: Iterable[Sequence[Any]], patients: Iterable[PatientRow],
+                   statuses: dict[str, int], counts: dict[str, int] | None = None,
+                   totals: Callable[[], tuple[dict[str, int], dict[str, int]]] | None = None
+                   ) -> int:
+        """Store a panel run: its sightings (RUN_SIGHTING_ROW rows, see sighting_row(); the
+        first of two with one patient and alert key is kept: two orders of one drug are one
+        alert), the program's `counts` (patients, mme_50, mme_90, naloxone_missing) and, for
+        every patient it reviewed, that this is now their latest review. One transaction;
+        returns the run id.
+
+        `totals`: (statuses, counts) known only later (a panel writes its sightings while it
+        merges its report); called before the commit, and an exception from it rolls the
+        whole run back."""
         with self.engine.begin() as conn:
-            run_id = conn.execute(insert(t.runs).values(
+            run_id = int(conn.execute(insert(t.runs).values(
                 kind="panel", started_at=datetime.now(UTC), as_of=as_of,
                 packs=json.dumps(list(packs)), source=source, alerts=sum(statuses.values()),
                 statuses=json.dumps(statuses),
                 **{k: v for k, v in (counts or {}).items()
                    if k in ("patients", "mme_50", "mme_90", "naloxone_missing")}
-            )).inserted_primary_key[0]  # type: ignore[index]
-            batch: list[tuple[Any, ...]] = []
-            seen: set[tuple[str, str]] = set()
-            for s, status in sightings:
-                if (s.patient_id, s.alert_key) in seen:
-                    continue  # two orders of one drug: one alert key, one sighting
-                seen.add((s.patient_id, s.alert_key))
-                batch.append((run_id, s.patient_id, s.alert_key, s.lineage, s.rule, s.pack,
-                              s.family, s.severity, s.summary, "+".join(s.ingredients), s.band,
-                              s.level, status))
-                if len(batch) >= 5000:
-                    _insert_rows(conn, t.sightings, _SIGHTING_COLUMNS, batch)
-                    batch = []
-            if batch:
-                _insert_rows(conn, t.sightings, _SIGHTING_COLUMNS, batch)
-            people = sorted({p.patient_id: p for p in patients}.values(),
-                            key=lambda p: p.patient_id)
-            for i in range(0, len(people), 5000):
-                chunk = people[i:i + 5000]
-                conn.execute(t.reviewed.delete().where(
-                    t.reviewed.c.patient_id.in_([p.patient_id for p in chunk])))
-                conn.execute(insert(t.reviewed), [
-                    {"patient_id": p.patient_id, "run_id": run_id, "mrn": p.mrn,
-                     "name": p.name, "birth_date": p.birth_date} for p in chunk])
-        return int(run_id)
+            )).inserted_primary_key[0])  # type: ignore[index]
+            _insert_rows(conn, t.sightings, RUN_SIGHTING_ROW, sightings, run_id=run_id,
+                         on_conflict="(run_id, patient_id, alert_key) DO NOTHING")
+            _insert_rows(conn, t.reviewed, ("patient_id", "mrn", "name", "birth_date"),
+                         ((p.patient_id, p.mrn, p.name,
+                           p.birth_date.isoformat() if p.birth_date else None)
+                          for p in patients), run_id=run_id,
+                         on_conflict="(patient_id) DO UPDATE SET run_id = excluded.run_id, "
+                                     "mrn = excluded.mrn, name = excluded.name, "
+                                     "birth_date = excluded.birth_date")
+            if totals is not None:
+                statuses, counts = totals()
+                conn.execute(t.runs.update().where(t.runs.c.id == run_id).values(
+                    alerts=sum(statuses.values()), statuses=json.dumps(statuses),
+                    **{k: v for k, v in counts.items()
+                       if k in ("patients", "mme_50", "mme_90", "naloxone_missing")}))
+        return run_id
 
     def patients(self, ids: Iterable[str] | None = None) -> dict[str, PatientRow]:
         """The patients' chart identifiers as of their latest review."""
@@ -448,22 +449,33 @@ def _decision(r: Any) -> Decision:
         prescribers=_lines(r.prescribers))
 
 
-_SIGHTING_COLUMNS = ("run_id", "patient_id", "alert_key", "lineage", "rule", "pack", "family",
-                     "severity", "summary", "ingredients", "band", "level", "status")
+#: The columns of a sighting as record_run() takes them.
+RUN_SIGHTING_ROW = ("patient_id", "alert_key", "lineage", "rule", "pack", "family", "severity",
+                    "summary", "ingredients", "band", "level", "status")
+
+
+def sighting_row(s: Sighting, status: str) -> tuple[Any, ...]:
+    """A RUN_SIGHTING_ROW row of a sighting seen with `status`."""
+    return (s.patient_id, s.alert_key, s.lineage, s.rule, s.pack, s.family, s.severity,
+            s.summary, "+".join(s.ingredients), s.band, s.level, status)
 
 
 def _insert_rows(conn: Connection, table: Any, columns: Sequence[str],
-                 rows: list[tuple[Any, ...]]) -> None:
-    """Rows as tuples through the driver's executemany: a panel run writes hundreds of
-    thousands of sightings, and building a parameter dict per row through the SQL layer cost
-    as much as the inserts themselves."""
+                 rows: Iterable[Sequence[Any]], *, run_id: int, on_conflict: str) -> None:
+    """Rows as tuples through the driver's executemany, in batches, each row with the run's
+    id: a panel run writes hundreds of thousands of sightings, and a parameter dict per row
+    through the SQL layer cost as much as the inserts themselves. `on_conflict`: the
+    ON CONFLICT clause both SQLite and PostgreSQL read."""
     style = conn.dialect.paramstyle
     if style not in ("qmark", "format", "pyformat"):
-        conn.execute(insert(table), [dict(zip(columns, r, strict=True)) for r in rows])
-        return
+        raise StoreError(f"the decisions store needs SQLite or PostgreSQL, not "
+                         f"{conn.dialect.name}")
     mark = "?" if style == "qmark" else "%s"
-    conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) "
-                         f"VALUES ({', '.join([mark] * len(columns))})", rows)
+    sql = (f"INSERT INTO {table.name} (run_id, {', '.join(columns)}) "
+           f"VALUES ({run_id:d}, {', '.join([mark] * len(columns))}) ON CONFLICT {on_conflict}")
+    it = iter(rows)
+    while batch := list(islice(it, 5000)):
+        conn.exec_driver_sql(sql, batch)
 
 
 def _lines(text: str | None) -> tuple[str, ...]:

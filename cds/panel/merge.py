@@ -18,7 +18,6 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from cds.decisions.carry import lineage
-from cds.decisions.model import Sighting
 from cds.decisions.store import PatientRow
 from cds.panel.columns import ALERT_SCHEMA, MME_BINS, WORKLIST_COLUMNS, sort_key
 from cds.panel.shard import PATIENT_ROW_GROUP, PATIENT_SCHEMA
@@ -157,19 +156,17 @@ _SIGHTING_COLUMNS = ["patient_id", "alert_key", "rule", "pack", "family", "sever
                      "ingredients", "band", "level", "status"]
 
 
-def sightings(dirs: list[Path]) -> Iterator[tuple[Sighting, str]]:
-    """(sighting, status) of every alert of the run (not the gone ones: they did not fire),
-    read shard by shard from the alerts' columns the store keeps."""
+def sightings(dirs: list[Path]) -> Iterator[tuple[Any, ...]]:
+    """The store's RUN_SIGHTING_ROW row of every alert of the run (not the gone ones: they did
+    not fire), read shard by shard from the alerts' columns the store keeps."""
     for d in dirs:
         table = pq.read_table(d / "alerts.parquet", columns=_SIGHTING_COLUMNS)
         cols = [table.column(c).to_pylist() for c in _SIGHTING_COLUMNS]
         for pid, key, rule, pack, family, sev, summary, ings, band, lvl, status in zip(
                 *cols, strict=True):
-            if status == "gone":
-                continue
-            yield (Sighting(pid, key, rule, pack, family, sev, summary,
-                            tuple(ings.split("+")) if ings else (), band or None,
-                            float(lvl) if lvl else None, lineage(pack, family, key)), status)
+            if status != "gone":
+                yield (pid, key, lineage(pack, family, key), rule, pack, family, sev, summary,
+                       ings or "", band or None, float(lvl) if lvl else None, status)
 
 
 def reviewed(dirs: list[Path]) -> Iterator[PatientRow]:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -217,14 +219,20 @@ def run_panel(input: Path | str, out_dir: Path | str, *, resume: bool = False,
     finally:
         ex.close()
     t0 = time.perf_counter()
+    recorder = (_Recorder(store, work, manifest, eng, params, run_as_of)
+                if store is not None else None)
     try:
-        info = _merge(work, out, manifest, eng, params, layout, ignored, executor, ex.workers,
-                      run_as_of, console)
+        try:
+            info = _merge(work, out, manifest, eng, params, layout, ignored, executor,
+                          ex.workers, run_as_of, console)
+        except BaseException:
+            if recorder is not None:
+                recorder.abandon()
+            raise
         timings["merge_and_report"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        t0 = time.perf_counter()  # what the store's write adds after the merge
         info["decisions_store"] = redact(store.url) if store is not None else None
-        info["run_id"] = (_record(store, work, manifest, eng, params, run_as_of, info)
-                          if store is not None else None)
+        info["run_id"] = recorder.finish(info) if recorder is not None else None
         timings["decisions_write"] = time.perf_counter() - t0
         if fhir:
             t0 = time.perf_counter()
@@ -301,23 +309,68 @@ def _partition(ex: _LocalExecutor | _DaskExecutor, work: Path, files: list[Any],
     return manifest
 
 
-def _record(store: DecisionStore, work: Path, manifest: dict[str, Any], eng: Engine,
-            params: dict[str, Any], as_of: date, info: dict[str, Any]) -> int:
-    """Record the run's sightings in the decisions store, once (a resumed run that was killed
-    after recording it does not record it again)."""
-    marker = work / "recorded.json"
-    if marker.exists():
-        return int(orjson.loads(marker.read_bytes())["run_id"])
-    dirs = merging.shard_dirs(work, manifest["shards"])
-    run_id = store.record_run(
-        as_of=as_of, packs=[p.ref for p in eng.packs], source=params["input"],
-        sightings=merging.sightings(dirs), patients=merging.reviewed(dirs),
-        statuses=info["statuses"], counts={
-            "patients": info["counts"]["patients"], "mme_50": info["counts"]["mme_50_or_more"],
-            "mme_90": info["counts"]["mme_90_or_more"],
-            "naloxone_missing": info["counts"]["mme_50_without_naloxone"]})
-    marker.write_bytes(orjson.dumps({"run_id": run_id}))
-    return run_id
+class _Recorder:
+    """Records the run in the decisions store once (a resumed run that was killed after
+    recording it does not record it again), in a thread while the main process merges the
+    shards and writes the report: the workers are done and a core is idle, so the store's
+    write (most of its cost at 100,000 patients) overlaps the merge instead of following it.
+    The run's totals, known after the merge, close the store's one transaction; a failed
+    merge rolls it back."""
+
+    def __init__(self, store: DecisionStore, work: Path, manifest: dict[str, Any], eng: Engine,
+                 params: dict[str, Any], as_of: date) -> None:
+        self.marker = work / "recorded.json"
+        self.run_id: int | None = None
+        self.error: BaseException | None = None
+        self._totals: queue.Queue[tuple[dict[str, int], dict[str, int]] | None] = queue.Queue(1)
+        self.thread: threading.Thread | None = None
+        if self.marker.exists():
+            self.run_id = int(orjson.loads(self.marker.read_bytes())["run_id"])
+            return
+        dirs = merging.shard_dirs(work, manifest["shards"])
+
+        def record() -> None:
+            try:
+                self.run_id = store.record_run(
+                    as_of=as_of, packs=[p.ref for p in eng.packs], source=params["input"],
+                    sightings=merging.sightings(dirs), patients=merging.reviewed(dirs),
+                    statuses={}, totals=self._wait)
+            except BaseException as e:  # noqa: BLE001 - raised in the main thread by finish()
+                self.error = e
+
+        self.thread = threading.Thread(target=record, name="cds-record-run", daemon=True)
+        self.thread.start()
+
+    def _wait(self) -> tuple[dict[str, int], dict[str, int]]:
+        got = self._totals.get()
+        if got is None:
+            raise _RunAbandoned()
+        return got
+
+    def finish(self, info: dict[str, Any]) -> int:
+        if self.thread is not None:
+            c = info["counts"]
+            self._totals.put((info["statuses"], {
+                "patients": c["patients"], "mme_50": c["mme_50_or_more"],
+                "mme_90": c["mme_90_or_more"], "naloxone_missing": c["mme_50_without_naloxone"]}))
+            self.thread.join()
+            self.thread = None
+            if self.error is not None:
+                raise self.error
+            self.marker.write_bytes(orjson.dumps({"run_id": self.run_id}))
+        assert self.run_id is not None
+        return self.run_id
+
+    def abandon(self) -> None:
+        """The merge failed: the store is left as it was."""
+        if self.thread is not None:
+            self._totals.put(None)
+            self.thread.join()
+            self.thread = None
+
+
+class _RunAbandoned(CdsError):
+    """The run's merge failed after its sightings were written: roll them back."""
 
 
 def _sum_dicts(ds: Iterable[dict[str, int]]) -> dict[str, int]:
