@@ -320,6 +320,21 @@ def test_write_letters_writes_each_letter_and_an_index(tmp_path: Path) -> None:
     assert write_letters(items, out, pharmacy="Main Street Pharmacy", as_of=AS_OF) == paths  # rerun
 
 
+def test_a_rerun_removes_its_stale_letters_and_nothing_else(tmp_path: Path) -> None:
+    """Dr Ann Lee's recommendation was acted on since the last run: her old letter must not
+    stay in the folder to be sent; a file the pharmacist put there stays."""
+    out = tmp_path / "letters"
+    first = write_letters([item("Dr Ann Lee", "p1", "k1"), item("Dr Bo Chen", "p2", "k2")], out,
+                          as_of=AS_OF)
+    assert [p.name for p in first] == ["dr-ann-lee.html", "dr-bo-chen.html", INDEX_FILE]
+    (out / "cover-note.html").write_text("<p>Dear colleagues</p>", encoding="utf-8")
+    second = write_letters([item("Dr Bo Chen", "p2", "k2"),
+                            item("Dr Ann Lee", "p1", "k1", state="acted")], out, as_of=AS_OF)
+    assert [p.name for p in second] == ["dr-bo-chen.html", INDEX_FILE]
+    assert sorted(p.name for p in out.iterdir()) == ["cover-note.html", "dr-bo-chen.html",
+                                                     INDEX_FILE]
+
+
 def test_nothing_to_share_writes_only_the_index(tmp_path: Path) -> None:
     paths = write_letters([item(state="open"), item(key="k2", state="overridden")], tmp_path, as_of=AS_OF)
     assert paths == [tmp_path / INDEX_FILE]

@@ -41,6 +41,8 @@ SHARED_STATES: frozenset[str] = frozenset({"accepted", "referred"})
 UNKNOWN_PRESCRIBER = "Prescriber not recorded"
 UNKNOWN_FILE = "prescriber-not-recorded.html"
 INDEX_FILE = "index.html"
+#: What marks a file as one of ours: an earlier run's letter without a successor is removed.
+GENERATOR_MARK = b'<meta name="generator" content="cds review letters">'
 
 #: Stems a prescriber's slug must not take: the two fixed files, and names Windows refuses,
 #: so a letter folder copied to a shared drive keeps every file.
@@ -277,8 +279,9 @@ def write_letters(items: Iterable[LetterItem], out_dir: Path, *, pharmacy: str |
     """Write each letter of `letters` into out_dir (created if missing) and an `index.html`
     listing the prescribers with their patient and recommendation counts; returns the paths,
     letters in the index's order, the index last. With nothing to share only the index is
-    written, saying so. Files of an earlier run that this one has no letter for are left in
-    place (the folder may hold other things); the index lists only this run's letters."""
+    written, saying so. An earlier run's letter this run has none for is removed (its
+    recommendations may since have been acted on or withdrawn: a stale letter must not be
+    sent); only files marked as written here are, the folder may hold other things."""
     built = _build(items)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -289,4 +292,16 @@ def write_letters(items: Iterable[LetterItem], out_dir: Path, *, pharmacy: str |
     index = out_dir / INDEX_FILE
     _write(index, _render(page="index", letters=built, pharmacy=pharmacy, as_of=as_of))
     paths.append(index)
+    keep = set(paths)
+    for old in out_dir.glob("*.html"):
+        if old not in keep and _ours(old):
+            old.unlink(missing_ok=True)
     return paths
+
+
+def _ours(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            return GENERATOR_MARK in fh.read(4096)
+    except OSError:
+        return False
