@@ -69,10 +69,10 @@ def test_panel_store_overhead_100k(benchmark: Any, tmp_path: Path) -> None:
 def test_import_10k_decisions(benchmark: Any, tmp_path: Path) -> None:
     store = DecisionStore(tmp_path / "decisions.sqlite3")
     sightings = [Sighting(f"p{i:05d}", "opioid-safety/mme-90@MME90+", "opioid-safety/mme-90",
-                          "opioid-safety@2.0.1", "mme", "high", "Opioid dosage 95 MME/day",
+                          "opioid-safety@2.0.2", "mme", "high", "Opioid dosage 95 MME/day",
                           ("oxycodone",), "MME 90+", 95.0, "opioid-safety|mme|")
                  for i in range(10_000)]
-    store.record_run(as_of=date(2026, 11, 26), packs=["opioid-safety@2.0.1"], source=None,
+    store.record_run(as_of=date(2026, 11, 26), packs=["opioid-safety@2.0.2"], source=None,
                      sightings=[sighting_row(s, "new") for s in sightings],
                      patients=[PatientRow(s.patient_id) for s in sightings], statuses={"new": 10_000})
     path = tmp_path / "filled.csv"

@@ -76,7 +76,7 @@ def test_json_contract_for_the_issue_example() -> None:
     d = check_json(BUNDLE)
     assert d["patient"] == "oxy-fent-1"
     # the chosen pack, and the built-in pack that says what could not be checked
-    assert d["packs"] == ["opioid-safety@2.0.1", "data-quality@1.0.0"]
+    assert d["packs"] == ["opioid-safety@2.0.2", "data-quality@1.0.0"]
     assert all(isinstance(p, str) and "@" in p for p in d["packs"])
     mme = d["mme"]
     assert mme["total"] == 120
@@ -157,7 +157,7 @@ def test_table_format() -> None:
     r = check(str(BUNDLE))
     assert r.exit_code == 0, r.output
     out = r.stdout
-    assert "oxy-fent-1" in out and "opioid-safety@2.0.1" in out
+    assert "oxy-fent-1" in out and "opioid-safety@2.0.2" in out
     assert "MME 120.0" in out and "cdc-2022" in out
     assert "oxycodone" in out and "fentanyl" in out and "25 mcg/h" in out and "40 mg" in out
     flat = "".join(out.split()).replace("│", "")  # the table wraps long cells

@@ -269,6 +269,27 @@ def test_no_naloxone_advice_with_naloxone_on_file(opioid_safety: Engine, durable
         assert "Increase the frequency of follow-up" in alerts["opioid-safety/mme-50"].actions
 
 
+@pytest.mark.parametrize("text", [
+    pytest.param("buprenorphine 8 MG / naloxone 2 MG Sublingual Film", id="buprenorphine/naloxone"),
+    pytest.param("naltrexone hydrochloride 50 MG Oral Tablet", id="naltrexone"),
+])
+def test_an_antagonist_that_reverses_no_overdose_is_not_naloxone_on_file(
+        opioid_safety: Engine, kb: Knowledge, text: str) -> None:
+    """The naloxone of buprenorphine/naloxone deters injection (its label asks for a separate
+    naloxone prescription); naltrexone treats dependence: neither is a rescue product, and a
+    patient on either still gets the advice."""
+    p = patient(*HIGH_DOSE, med("x1", text, 1))
+    assert not naloxone_on_file(opioid_safety.facts(p, AS_OF), kb)
+    alerts = by_rule(opioid_safety.evaluate(p, as_of=AS_OF))
+    assert "opioid-safety/naloxone-not-on-file" in alerts
+    assert advises_naloxone(alerts["opioid-safety/mme-50"])
+
+
+def test_nalmefene_nasal_spray_is_naloxone_on_file(opioid_safety: Engine, kb: Knowledge) -> None:
+    p = patient(*HIGH_DOSE, med("x1", "nalmefene hydrochloride 2.7 MG Nasal Spray", 1))
+    assert naloxone_on_file(opioid_safety.facts(p, AS_OF), kb)
+
+
 def test_naloxone_drafted_now_counts_as_on_file(opioid_safety: Engine) -> None:
     result = opioid_safety.evaluate(patient(*HIGH_DOSE), as_of=AS_OF,
                                     draft_orders=[naloxone_order("nd", days_ago=0)])

@@ -21,7 +21,7 @@ from cds.vocabulary import SEVERITIES, SEVERITY_RANK
 
 AS_OF = date(2026, 11, 26)
 T0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
-PACK = "opioid-safety@2.0.1"
+PACK = "opioid-safety@2.0.2"
 MME50 = "opioid-safety/mme-50@MME50-90"
 MME90 = "opioid-safety/mme-90@MME90+"
 
@@ -60,7 +60,7 @@ KEYS = ("opioid-safety/mme-50@MME50-90", "opioid-safety/mme-90@MME90+",
         "opioid-safety/naloxone-not-on-file", "label-dosing/gabapentin-max:gabapentin@crcl<60",
         "label-dosing/gabapentin-max:gabapentin@crcl<30", "label-dosing/apixaban:apixaban",
         "interactions-core/onc-02-atazanavir-ppi")
-PACKS = {"opioid-safety": "opioid-safety@2.0.1", "label-dosing": "label-dosing@1.0.0",
+PACKS = {"opioid-safety": "opioid-safety@2.0.2", "label-dosing": "label-dosing@1.0.0",
          "interactions-core": "interactions-core@1.2.0"}
 FAMILY = {"mme-50": "mme", "mme-90": "mme", "naloxone-not-on-file": "escalation",
           "gabapentin-max": "renal", "apixaban": "renal", "onc-02-atazanavir-ppi": "interaction"}
@@ -312,7 +312,7 @@ def test_an_alert_gone_keeps_its_decision() -> None:
 def test_lineage_is_pack_family_and_subject() -> None:
     assert lineage("label-dosing@1.0.0", "renal", "label-dosing/gabapentin-max:gabapentin@crcl<60") \
         == "label-dosing|renal|gabapentin"
-    assert lineage("opioid-safety@2.0.1", "mme", MME90) == "opioid-safety|mme|"
+    assert lineage("opioid-safety@2.0.2", "mme", MME90) == "opioid-safety|mme|"
     assert lineage("x", "renal", "x/r:drug") == "x/r:drug"  # no band: its own lineage
 
 

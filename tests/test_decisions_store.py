@@ -120,7 +120,7 @@ def count(url: str, table: str) -> int:
 def record(store: DecisionStore, sightings: list[Sighting], patients: list[str],
            as_of: date = AS_OF) -> int:
     return store.record_run(
-        as_of=as_of, packs=["opioid-safety@2.0.1"], source="export",
+        as_of=as_of, packs=["opioid-safety@2.0.2"], source="export",
         sightings=[sighting_row(s, "new") for s in sightings],
         patients=[PatientRow(p, f"MRN-{p}", f"Patient {p}", date(1960, 1, 1)) for p in patients],
         statuses={"new": len(sightings)})
@@ -353,7 +353,7 @@ def test_a_run_is_what_the_next_one_is_told(store: DecisionStore) -> None:
     # p1 reviewed again a month later: only the later run's sightings are theirs now
     changed = replace(p1[REC07], severity="moderate")
     second = store.record_run(
-        as_of=AS_OF + timedelta(days=30), packs=["opioid-safety@2.0.1"], source=None,
+        as_of=AS_OF + timedelta(days=30), packs=["opioid-safety@2.0.2"], source=None,
         sightings=[sighting_row(changed, "new")], patients=[PatientRow("p1", "MRN-9", "Ann B", None)],
         statuses={"new": 1})
     assert second > first
@@ -394,7 +394,7 @@ def test_a_run_that_crashes_midway_leaves_the_store_as_it_was(store: DecisionSto
         raise RuntimeError("the worker died")
 
     with pytest.raises(RuntimeError, match="worker died"):
-        store.record_run(as_of=AS_OF, packs=["opioid-safety@2.0.1"], source="x",
+        store.record_run(as_of=AS_OF, packs=["opioid-safety@2.0.2"], source="x",
                          sightings=sightings(), statuses={"new": 5_100},
                          patients=[PatientRow("p1", "MRN-new"), PatientRow("big-0")])
     assert {name: raw_rows(db_url, name) for name in tables} == before

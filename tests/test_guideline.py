@@ -65,7 +65,7 @@ def test_the_hospice_patient_at_180_mme_gets_no_guideline_alert_and_is_told_why(
     result = ENGINE.evaluate(patient_from_native(patient(events=[HOSPICE])), as_of=AS_OF)
     assert not [a for a in result.alerts if a.pack.startswith("opioid-safety")]
     ((pack, why),) = result.out_of_scope
-    assert pack == "opioid-safety@2.0.1" and "hospice" in why and "2026-10-15" in why
+    assert pack == "opioid-safety@2.0.2" and "hospice" in why and "2026-10-15" in why
     assert result.to_dict()["out_of_scope"] == [{"pack": pack, "reason": why}]
 
 

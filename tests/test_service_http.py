@@ -788,13 +788,13 @@ def test_reload_swaps_packs_without_dropping_calls(
             r = c.post("/admin/reload", headers={"Authorization": f"Bearer {ADMIN}"})
             assert r.status_code == 200, r.text
             # the chosen pack, and the built-in one that says what could not be checked
-            assert r.json()["packs"] == ["opioid-safety@2.0.1", "data-quality@1.0.0"]
+            assert r.json()["packs"] == ["opioid-safety@2.0.2", "data-quality@1.0.0"]
             cards = post_hook(c, keys, base, hook_request("order-sign")).json()["cards"]
-            assert {card["source"]["label"] for card in cards} == {"opioid-safety@2.0.1"}
+            assert {card["source"]["label"] for card in cards} == {"opioid-safety@2.0.2"}
             config.write_text(original + "packs: [no-such-pack]\n")
             r = c.post("/admin/reload", headers={"Authorization": f"Bearer {ADMIN}"})
             assert r.status_code == 422 and r.json()["error"] == "pack-error"
-            assert c.get("/healthz").json()["packs"] == ["opioid-safety@2.0.1",
+            assert c.get("/healthz").json()["packs"] == ["opioid-safety@2.0.2",
                                                          "data-quality@1.0.0"]
             config.write_text(original)
             r = c.post("/admin/reload", headers={"Authorization": f"Bearer {ADMIN}"})

@@ -236,7 +236,7 @@ def test_feedback_store_on_postgresql(postgres_url: str) -> None:
     store = FeedbackStore(postgres_url)
     try:
         store.issued([IssuedCard(uuid="c1", service="order-sign", hook_instance="h",
-                                 rule="opioid-safety/mme-90", pack="opioid-safety@2.0.1",
+                                 rule="opioid-safety/mme-90", pack="opioid-safety@2.0.2",
                                  pack_digest="d", family="mme", severity="high",
                                  indicator="warning", draft=False, suggestions={"s1": "x"},
                                  issued_at="2026-12-01T00:00:00Z")])

@@ -281,7 +281,7 @@ class EscalationRule(RuleBase):
     #: no-naloxone: also with an active condition in these value sets (overdose or substance
     #: use disorder history, sleep-disordered breathing)
     with_conditions: list[str] = Field(default_factory=list)
-    naloxone: list[str] = Field(default_factory=lambda: ["opioid-antagonist"])
+    naloxone: list[str] = Field(default_factory=lambda: ["opioid-overdose-reversal"])
 
     ref_fields: ClassVar[tuple[str, ...]] = ("with_classes", "naloxone")
 

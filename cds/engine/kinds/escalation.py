@@ -33,13 +33,17 @@ NALOXONE_REFS: tuple[str, ...] = tuple(
 
 def naloxone_on_file(facts: Facts, kb: Knowledge, refs: Iterable[str] = NALOXONE_REFS) -> bool:
     """Is naloxone on file, as the no-naloxone escalation rule decides it: a current
-    medication (a draft order included) with an ingredient in `refs`, or one in the history
-    started, ordered or dispensed within NALOXONE_LOOKBACK_DAYS of the evaluation date."""
+    medication (a draft order included) whose every ingredient is in `refs`, or one in the
+    history started, ordered or dispensed within NALOXONE_LOOKBACK_DAYS of the evaluation date.
+    Every ingredient: the naloxone of buprenorphine/naloxone deters injection and reverses no
+    overdose, and its label asks for a separate naloxone prescription (classes.yaml,
+    opioid-overdose-reversal)."""
     wanted = tuple(refs)
     is_a = kb.classes.is_a
     since = facts.as_of - timedelta(days=NALOXONE_LOOKBACK_DAYS)
     for med in (*facts.meds, *facts.history):
-        if any(is_a(i, ref) for i in med.ingredients for ref in wanted) and (
+        if med.ingredients and all(any(is_a(i, ref) for ref in wanted)
+                                   for i in med.ingredients) and (
                 med.current or (med.start or med.dispensed or date.min) >= since):
             return True
     return False
