@@ -81,6 +81,18 @@ def test_logged_out_goes_to_login_and_pages_are_not_cached(served: Any) -> None:
     assert "<script>" not in r.text and "style=" not in r.text  # nothing inline
 
 
+def test_too_many_failed_logins_answer_429_with_retry_after(served: Any) -> None:
+    client, _, _ = served
+    for i in range(6):
+        page = client.get("/login")
+        r = client.post("/login", data={"name": "jane", "password": f"guess {i}",
+                                        "csrf_token": csrf(page.text), "next": "/"},
+                        follow_redirects=False)
+        assert r.status_code == (401 if i < 5 else 429)
+    assert 0 < int(r.headers["retry-after"]) <= 15 * 60
+    assert "Not checked: too many failed logins: try again in" in r.text
+
+
 def test_queue_filters_counts_and_paging(served: Any, db_url: str) -> None:
     client, out, _ = served
     login(client, "jane")

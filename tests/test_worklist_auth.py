@@ -50,9 +50,12 @@ from cds.worklist.auth import (
     CSRF_FIELD,
     CSRF_HEADER,
     LOGIN_CSRF_COOKIE,
+    LOGIN_WINDOW,
+    MAX_LOGIN_FAILURES,
     SESSION_COOKIE,
     AccountError,
     Accounts,
+    LoginThrottled,
     OidcClient,
     OidcError,
     OidcSettings,
@@ -148,6 +151,93 @@ def test_wrong_password_and_unknown_user_fail_alike_and_are_audited_without_the_
     assert "wrong password 1" not in raw and PASSWORD not in raw and "yyyy" not in raw
     assert accounts.authenticate("alice", PASSWORD) is not None
     assert accounts.audit_log(limit=1)[0].action == "login"
+
+
+def test_failed_logins_throttle_the_name_until_they_leave_the_window(accounts: Accounts) -> None:
+    """Five failures in 15 minutes: the name's logins are refused without checking the
+    password (the right one too) until the oldest failure is 15 minutes old."""
+    accounts.add_user("alice", "pharmacist", PASSWORD)
+    for i in range(MAX_LOGIN_FAILURES):
+        assert accounts.authenticate("alice", f"guess {i}", now=T0 + timedelta(minutes=i)) is None
+    with pytest.raises(LoginThrottled) as e:
+        accounts.authenticate("alice", PASSWORD, client="10.0.0.7", now=T0 + timedelta(minutes=5))
+    assert e.value.retry_after == 10 * 60 and "try again in 10 minutes" in str(e.value)
+    assert [(ev.action, ev.detail) for ev in accounts.audit_log(limit=1)] == [
+        ("login-throttled", "600 s left from 10.0.0.7")]
+    # refused attempts do not extend the refusal; the first failure leaves the window at 08:15
+    with pytest.raises(LoginThrottled):
+        accounts.authenticate("alice", PASSWORD, now=T0 + LOGIN_WINDOW - timedelta(seconds=1))
+    assert accounts.authenticate("alice", PASSWORD, now=T0 + LOGIN_WINDOW) is not None
+    # a login starts the count again
+    later = T0 + LOGIN_WINDOW + timedelta(seconds=1)
+    for _ in range(MAX_LOGIN_FAILURES - 1):
+        assert accounts.authenticate("alice", "guess", now=later) is None
+    assert accounts.authenticate("alice", PASSWORD, now=later) is not None
+
+
+def test_an_unknown_name_is_throttled_alike(accounts: Accounts) -> None:
+    """Throttling must not tell which names exist."""
+    accounts.add_user("alice", "pharmacist", PASSWORD)
+    messages = []
+    for name in ("alice", "nobody"):
+        for _ in range(MAX_LOGIN_FAILURES):
+            assert accounts.authenticate(name, "guess", now=T0) is None
+        with pytest.raises(LoginThrottled) as e:
+            accounts.authenticate(name, "guess", now=T0)
+        messages.append((str(e.value), e.value.retry_after))
+    assert messages[0] == messages[1]
+
+
+def test_an_admin_unlocks_a_throttled_name(accounts: Accounts) -> None:
+    accounts.add_user("alice", "pharmacist", PASSWORD)
+    now = datetime.now(UTC)
+    for _ in range(MAX_LOGIN_FAILURES):
+        assert accounts.authenticate("alice", "guess", now=now) is None
+    with pytest.raises(LoginThrottled):
+        accounts.authenticate("alice", PASSWORD)
+    accounts.unlock("Alice", by="root")
+    assert accounts.authenticate("alice", PASSWORD) is not None
+    assert ("alice", "login-unlocked", "by root") in [
+        (ev.user_name, ev.action, ev.detail) for ev in accounts.audit_log()]
+    with pytest.raises(AccountError, match="no user 'nobody'"):
+        accounts.unlock("nobody", by="root")
+
+
+def test_cds_review_user_unlock(accounts: Accounts, db_url: str) -> None:
+    from typer.testing import CliRunner
+
+    from cds.cli import app
+
+    accounts.add_user("alice", "pharmacist", PASSWORD)
+    for _ in range(MAX_LOGIN_FAILURES):
+        assert accounts.authenticate("alice", "guess") is None
+    r = CliRunner().invoke(app, ["review", "user", "unlock", "alice", "--db", db_url])
+    assert r.exit_code == 0 and "unlocked alice" in r.stdout, r.output
+    assert accounts.authenticate("alice", PASSWORD) is not None
+    r = CliRunner().invoke(app, ["review", "user", "unlock", "nobody", "--db", db_url])
+    assert r.exit_code != 0 and "no user 'nobody'" in r.output
+
+
+def test_parallel_guesses_cannot_pass_the_count_together(accounts: Accounts) -> None:
+    """Twenty guesses at once: five are checked, the rest refused."""
+    accounts.add_user("alice", "pharmacist", PASSWORD)
+    outcomes: list[str] = []
+    start = threading.Barrier(20)
+
+    def guess(i: int) -> None:
+        start.wait()
+        try:
+            outcomes.append("failed" if accounts.authenticate("alice", f"guess {i}") is None
+                            else "in")
+        except LoginThrottled:
+            outcomes.append("throttled")
+
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(20)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sorted(outcomes) == ["failed"] * MAX_LOGIN_FAILURES + ["throttled"] * 15
 
 
 def test_names_roles_and_the_password_policy(accounts: Accounts) -> None:

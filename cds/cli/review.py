@@ -219,6 +219,24 @@ def review_user_add(
     out.print(f"added {name} ({role})")
 
 
+@user_app.command("unlock")
+@file_errors
+def review_user_unlock(
+    name: Annotated[str, typer.Argument(help="The login name whose failed logins to forget.")],
+    db: DbOpt = None,
+) -> None:
+    """Let a user name whose logins are refused after too many failed attempts try again now
+    (the refusal otherwise ends by itself 15 minutes after the failures)."""
+    from cds.worklist.auth import AccountError, Accounts
+
+    with open_store(db) as store:
+        try:
+            Accounts(store).unlock(name, by="cli")
+        except AccountError as e:
+            fail(str(e))
+    out.print(f"unlocked {name}")
+
+
 @review_app.command("serve")
 @file_errors
 def review_serve(

@@ -53,6 +53,7 @@ from cds.worklist.auth import (
 from cds.worklist.auth import (
     AccountError,
     Accounts,
+    LoginThrottled,
     OidcClient,
     OidcError,
     OidcSettings,
@@ -169,8 +170,15 @@ def create_app(settings: WorklistSettings) -> Any:
     @app.post("/login")
     def login(request: Request, name: Annotated[str, Form()], password: Annotated[str, Form()],
               next: Annotated[str, Form()] = "/") -> Response:
-        user = accounts.authenticate(name, password,
-                                     client=request.client.host if request.client else None)
+        try:
+            user = accounts.authenticate(name, password,
+                                         client=request.client.host if request.client else None)
+        except LoginThrottled as e:
+            throttled = page(request, "login.html.j2", 429, next=safe_next(next),
+                             oidc=settings.oidc.issuer if settings.oidc else None,
+                             flash=f"Not checked: {e}.", flash_kind="error")
+            throttled.headers["Retry-After"] = str(e.retry_after)
+            return throttled
         if user is None:
             return page(request, "login.html.j2", 401, next=safe_next(next),
                         oidc=settings.oidc.issuer if settings.oidc else None,

@@ -48,7 +48,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from fastapi import Depends, Request
 from fastapi.responses import RedirectResponse, Response
-from sqlalchemy import Connection, delete, insert, or_, select, update
+from sqlalchemy import Connection, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
@@ -68,6 +68,12 @@ MIN_PASSWORD = 12
 MAX_PASSWORD = 1024
 IDLE_TIMEOUT = timedelta(minutes=30)
 SESSION_LIFETIME = timedelta(hours=12)
+#: Failed password logins of one user name within LOGIN_WINDOW after which the name's password
+#: logins are refused (not even checked) until the oldest of them leaves the window; a login
+#: or an unlock (`cds review user unlock`) starts the count again. OWASP Authentication Cheat
+#: Sheet, "Account Lockout"; NIST SP 800-63B 5.2.2 (limit failed attempts on one account).
+MAX_LOGIN_FAILURES = 5
+LOGIN_WINDOW = timedelta(minutes=15)
 #: last_seen is written at most this often: an idle clock accurate to 30 s, not a write per request.
 REFRESH_EVERY = timedelta(seconds=30)
 
@@ -92,6 +98,17 @@ ID_TOKEN_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
 
 class AccountError(CdsError):
     """An account cannot be added or changed (a bad name, role or password; a duplicate)."""
+
+
+class LoginThrottled(AccountError):
+    """Too many failed logins of this user name lately: refused without checking the
+    password, for `retry_after` seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        minutes = max(1, -(-retry_after // 60))
+        super().__init__(f"too many failed logins: try again in {minutes} minute"
+                         f"{'s' if minutes > 1 else ''}, or ask an admin to unlock the account")
+        self.retry_after = retry_after
 
 
 class LoginRequired(CdsError):
@@ -145,8 +162,15 @@ class Accounts:
 
     def __init__(self, store: DecisionStore, *, idle_timeout: timedelta = IDLE_TIMEOUT,
                  lifetime: timedelta = SESSION_LIFETIME,
-                 hasher: PasswordHasher | None = None, max_concurrent_hashes: int = 4) -> None:
+                 hasher: PasswordHasher | None = None, max_concurrent_hashes: int = 4,
+                 max_login_failures: int = MAX_LOGIN_FAILURES,
+                 login_window: timedelta = LOGIN_WINDOW) -> None:
         self.engine = store.engine
+        self.max_login_failures = max_login_failures
+        self.login_window = login_window
+        #: one attempt of a user name at a time (striped locks, bounded memory), so parallel
+        #: guesses cannot all pass the count before the first failure is written
+        self._name_locks = tuple(threading.Lock() for _ in range(64))
         self.idle_timeout = idle_timeout
         self.lifetime = lifetime
         #: argon2id with argon2-cffi's defaults (RFC 9106's low-memory profile); a hash made
@@ -239,8 +263,23 @@ class Accounts:
                      now: datetime | None = None) -> User | None:
         """The user if the password is theirs (and the account enabled), else None. Both
         outcomes are audited (login / login-failed, with the reason but never the password);
-        an unknown name costs the same argon2 verification as a known one."""
+        an unknown name costs the same argon2 verification as a known one, and is throttled
+        the same way: LoginThrottled after max_login_failures failures in login_window."""
         key = name.strip().lower() if isinstance(name, str) else ""
+        if not NAME_PATTERN.fullmatch(key):
+            return self._authenticate(key, password, client, now)
+        stripe = int.from_bytes(hashlib.blake2s(key.encode()).digest()[:4], "big")
+        with self._name_locks[stripe % len(self._name_locks)]:
+            wait = self._throttled(key, _now(now))
+            if wait is not None:
+                self.audit(key, "login-throttled", detail=f"{wait} s left"
+                           + (f" from {client}" if client else ""), now=now)
+                raise LoginThrottled(wait)
+            return self._authenticate(key, password, client, now)
+
+    def _authenticate(self, key: str, password: str, client: str | None,
+                      now: datetime | None) -> User | None:
+        suffix = f" from {client}" if client else ""
         row = None
         if NAME_PATTERN.fullmatch(key):
             with self.engine.connect() as conn:
@@ -251,7 +290,6 @@ class Accounts:
         if isinstance(password, str) and len(password) <= MAX_PASSWORD:
             ok = self._verify(stored or self._dummy_hash(), password) and stored is not None
         who = key if NAME_PATTERN.fullmatch(key) else "(not a user name)"
-        suffix = f" from {client}" if client else ""
         if row is None or not ok or row["disabled"]:
             why = ("unknown user" if row is None else
                    "single sign-on only" if stored is None else
@@ -266,6 +304,30 @@ class Accounts:
                              .values(password_hash=self._hash(password)))
         self.audit(key, "login", detail="password" + suffix, now=now)
         return _user(row)
+
+    def _throttled(self, key: str, at: datetime) -> int | None:
+        """Seconds until `key` may try a password again, or None if it may now."""
+        a = t.audit_events.c
+        with self.engine.connect() as conn:
+            since = conn.execute(select(func.max(a.at)).where(
+                a.user_name == key, a.action.in_(("login", "login-unlocked")),
+                a.at > at - self.login_window)).scalar()
+            failed = [_utc(r[0]) for r in conn.execute(
+                select(a.at).where(a.user_name == key, a.action == "login-failed",
+                                   a.at > (_utc(since) if since is not None
+                                           else at - self.login_window))
+                .order_by(a.at.desc()).limit(self.max_login_failures))]
+        if len(failed) < self.max_login_failures:
+            return None
+        return max(1, int((failed[-1] + self.login_window - at).total_seconds() + 0.999))
+
+    def unlock(self, name: str, *, by: str) -> None:
+        """Lift a login throttle now (the user remembered their password, or the failures
+        were someone else's): the failed logins before this no longer count."""
+        key = name.strip().lower()
+        with self.engine.connect() as conn:
+            self._id(conn, key)
+        self.audit(key, "login-unlocked", detail=f"by {by}")
 
     def _verify(self, stored: str, password: str) -> bool:
         try:
