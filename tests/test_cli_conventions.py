@@ -131,6 +131,28 @@ def test_fail_on_exits_3_at_or_above_the_severity_and_0_below() -> None:
     assert cli("check", str(BUNDLE), *AS_OF).exit_code == 0  # without --fail-on: 0
 
 
+def test_fail_on_with_db_leaves_out_alerts_a_standing_decision_covers(tmp_path: Path) -> None:
+    """A pharmacist accepted every high alert: the scripted check passes, and still prints
+    them with their decisions; without the store it fails as before."""
+    db = str(tmp_path / "d.sqlite3")
+    r = cli("check", str(BUNDLE), *AS_OF, "--format", "json", "--db", db)
+    doc = json.loads(r.stdout)
+    high = [a for a in doc["alerts"] if a["severity"] in ("critical", "high")]
+    assert high and r.exit_code == 0
+    for a in high:
+        d = cli("review", "decide", doc["patient"], a["key"], "--state", "accepted",
+                "--note", "plan agreed", "--db", db, "--author", "pharmacist.kim")
+        assert d.exit_code == 0, d.output
+    r = cli("check", str(BUNDLE), *AS_OF, "--format", "json", "--db", db, "--fail-on", "high")
+    assert r.exit_code == 0, r.output
+    shown = {a["key"]: a for a in json.loads(r.stdout)["alerts"]}
+    assert all(shown[a["key"]]["status"] == "unchanged"
+               and shown[a["key"]]["decision"]["state"] == "accepted" for a in high)
+    assert cli("check", str(BUNDLE), *AS_OF, "--fail-on", "high").exit_code == 3
+    # a lower alert without a decision still fails a lower bar
+    assert cli("check", str(BUNDLE), *AS_OF, "--db", db, "--fail-on", "info").exit_code == 3
+
+
 def test_fail_on_refuses_an_unknown_severity() -> None:
     r = cli("check", str(BUNDLE), *AS_OF, "--fail-on", "severe")
     assert r.exit_code == 2

@@ -50,7 +50,8 @@ def check(
     fail_on: Annotated[Severity | None, typer.Option(
         "--fail-on", metavar="SEVERITY", show_choices=True,
         help=f"Exit {FAILED_CHECK} when an alert at or above this severity exists (for scripted "
-             f"checks): {', '.join(SEVERITIES)}.")] = None,
+             f"checks; with --db, not one a standing decision covers): "
+             f"{', '.join(SEVERITIES)}.")] = None,
 ) -> None:
     """Check one patient and print the MME, unrecognized medications and alerts."""
     patient = read_patient_or_fail(file)
@@ -71,8 +72,11 @@ def check(
     else:
         print_result(result, judged)
         emit(b"")
-    if fail_on is not None and any(SEVERITY_RANK[a.severity] <= SEVERITY_RANK[fail_on]
-                                   for a in result.alerts):
+    # with --db, an alert a standing decision covers (status unchanged) was dealt with: it is
+    # printed with its decision, and does not fail the check
+    if fail_on is not None and any(
+            SEVERITY_RANK[a.severity] <= SEVERITY_RANK[fail_on]
+            and not (db and judged[a.key].status == "unchanged") for a in result.alerts):
         raise typer.Exit(FAILED_CHECK)
 
 
