@@ -1,4 +1,4 @@
-"""The JSON Schemas of pack.yaml and rule files: published with the package, equal to what the
+"""The JSON Schemas of pack.yaml, rule files and case files: published with the package, equal to what the
 models generate, and every shipped pack validates against them (editors check what authors
 type with the same rules the loader applies)."""
 
@@ -60,6 +60,24 @@ def test_every_shipped_pack_validates(pack: Path) -> None:
     assert files
     for f in files:
         assert _errors("rules.schema.json", yaml.safe_load(f.read_text())) == [], f
+
+
+@pytest.mark.parametrize("pack", PACKS, ids=lambda p: p.name)
+def test_every_shipped_case_file_validates(pack: Path) -> None:
+    for f in sorted((pack / "cases").glob("*.yaml")):
+        assert _errors("cases.schema.json", yaml.safe_load(f.read_text())) == [], f
+
+
+def test_case_schema_catches_what_the_loader_refuses() -> None:
+    case = {"name": "n", "as_of": "2026-11-26", "expect": ["r"],
+            "patient": {"id": "p", "birth_date": "1950-01-01", "sex": "female",
+                        "medications": [{"id": "m1", "text": "oxycodone 5 MG Oral Tablet",
+                                         "dose": 1, "dose_unit": "tablet"}]}}
+    assert _errors("cases.schema.json", {"cases": [case]}) == []
+    assert _errors("cases.schema.json", {"cases": [{**case, "expcet": ["r"]}]})
+    assert _errors("cases.schema.json", {"cases": [{**case, "as_of": 2026}]})
+    bad_patient = {**case["patient"], "sex": 3}  # type: ignore[dict-item]
+    assert _errors("cases.schema.json", {"cases": [{**case, "patient": bad_patient}]})
 
 
 def test_schema_catches_what_the_loader_refuses() -> None:

@@ -59,6 +59,12 @@ class Case(BaseModel):
         return self
 
 
+class CaseFile(BaseModel):
+    """A case file as a whole: what its JSON Schema (cds/rules/schema/cases.schema.json)
+    describes. The loader reads each case with Case, so one bad case does not hide the rest."""
+    cases: list[Case]
+
+
 class LoadedCase(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
     case: Case

@@ -1,4 +1,5 @@
-"""JSON Schemas of pack.yaml and of rule files, generated from the pydantic models, so that
+"""JSON Schemas of pack.yaml, of rule files and of case files, generated from the pydantic
+models, so that
 editors (the YAML language server of VS Code, JetBrains, Neovim) validate and complete what a
 rule author types. The committed copies in cds/rules/schema/ ship with the package; a test
 checks they equal what the models generate. Regenerate with `python -m cds.rules.schemas`.
@@ -16,12 +17,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from cds.authoring.cases import Case, CaseFile
+from cds.patient import Patient
 from cds.rules.models import Action, PackMeta, RuleFile
 
 SCHEMA_DIR = Path(__file__).parent / "schema"
 FILES: dict[str, tuple[type[BaseModel], str]] = {
     "pack.schema.json": (PackMeta, "cds rule pack: pack.yaml"),
     "rules.schema.json": (RuleFile, "cds rule pack: a rule file (rules/*.yaml)"),
+    "cases.schema.json": (CaseFile, "cds rule pack: a case file (cases/*.yaml)"),
 }
 
 
@@ -74,10 +78,24 @@ def _loosen(schema: dict[str, Any], root: type[BaseModel]) -> dict[str, Any]:
     return schema
 
 
+def _with_patient(schema: dict[str, Any]) -> None:
+    """A case's `patient` is read as a dict (so its errors name the case file's line) and
+    then as a native patient: the schema says the latter."""
+    patient = _loosen(Patient.model_json_schema(by_alias=True), Patient)
+    defs = schema.setdefault("$defs", {})
+    defs.update(patient.pop("$defs", {}))
+    defs[Patient.__name__] = patient
+    prop = defs[Case.__name__]["properties"]["patient"]
+    prop.pop("anyOf", None)
+    prop["anyOf"] = [{"$ref": f"#/$defs/{Patient.__name__}"}, {"type": "null"}]
+
+
 def generate(name: str) -> dict[str, Any]:
-    """The JSON Schema of one file kind ('pack.schema.json' or 'rules.schema.json')."""
+    """The JSON Schema of one file kind (a key of FILES)."""
     model, title = FILES[name]
     schema = _loosen(model.model_json_schema(by_alias=True), model)
+    if model is CaseFile:
+        _with_patient(schema)
     schema["title"] = title
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
