@@ -17,8 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from cds.authoring.cases import Case, CaseFile
 from cds.patient import Patient
+from cds.rules.cases import Case, CaseFile
 from cds.rules.models import Action, PackMeta, RuleFile
 
 SCHEMA_DIR = Path(__file__).parent / "schema"
