@@ -315,9 +315,7 @@ class DecisionStore:
             run_id = int(conn.execute(insert(t.runs).values(
                 kind="panel", started_at=datetime.now(UTC), as_of=as_of,
                 packs=json.dumps(list(packs)), source=source, alerts=sum(statuses.values()),
-                statuses=json.dumps(statuses),
-                **{k: v for k, v in (counts or {}).items()
-                   if k in ("patients", "mme_50", "mme_90", "naloxone_missing")}
+                statuses=json.dumps(statuses), **_run_counts(counts or {})
             )).inserted_primary_key[0])  # type: ignore[index]
             _insert_rows(conn, t.sightings, RUN_SIGHTING_ROW, sightings, run_id=run_id,
                          on_conflict="(run_id, patient_id, alert_key) DO NOTHING")
@@ -332,8 +330,7 @@ class DecisionStore:
                 statuses, counts = totals()
                 conn.execute(t.runs.update().where(t.runs.c.id == run_id).values(
                     alerts=sum(statuses.values()), statuses=json.dumps(statuses),
-                    **{k: v for k, v in counts.items()
-                       if k in ("patients", "mme_50", "mme_90", "naloxone_missing")}))
+                    **_run_counts(counts)))
         return run_id
 
     def patients(self, ids: Iterable[str] | None = None) -> dict[str, PatientRow]:
@@ -449,15 +446,10 @@ def _decision(r: Any) -> Decision:
         prescribers=_lines(r.prescribers))
 
 
-#: The columns of a sighting as record_run() takes them.
-RUN_SIGHTING_ROW = ("patient_id", "alert_key", "lineage", "rule", "pack", "family", "severity",
-                    "summary", "ingredients", "band", "level", "status")
-
-
-def sighting_row(s: Sighting, status: str) -> tuple[Any, ...]:
-    """A RUN_SIGHTING_ROW row of a sighting seen with `status`."""
-    return (s.patient_id, s.alert_key, s.lineage, s.rule, s.pack, s.family, s.severity,
-            s.summary, "+".join(s.ingredients), s.band, s.level, status)
+def _run_counts(counts: dict[str, int]) -> dict[str, int]:
+    """The program counts a run row keeps."""
+    return {k: v for k, v in counts.items()
+            if k in ("patients", "mme_50", "mme_90", "naloxone_missing")}
 
 
 def _insert_rows(conn: Connection, table: Any, columns: Sequence[str],
@@ -491,4 +483,14 @@ def sighting_of_row(patient_id: str, r: Sequence[Any]) -> Sighting:
     """A Sighting from a SIGHTING_ROW row."""
     return Sighting(patient_id, r[0], r[1], r[2], r[3], r[4], r[5], _split(r[6]), r[7], r[8],
                     r[9])
+
+
+#: The columns of a sighting as record_run() takes them: the patient, SIGHTING_ROW, the status.
+RUN_SIGHTING_ROW = ("patient_id", *SIGHTING_ROW, "status")
+
+
+def sighting_row(s: Sighting, status: str) -> tuple[Any, ...]:
+    """A RUN_SIGHTING_ROW row of a sighting seen with `status`."""
+    return (s.patient_id, s.alert_key, s.rule, s.pack, s.family, s.severity, s.summary,
+            "+".join(s.ingredients), s.band, s.level, s.lineage, status)
 

@@ -165,8 +165,8 @@ def sightings(dirs: list[Path]) -> Iterator[tuple[Any, ...]]:
         for pid, key, rule, pack, family, sev, summary, ings, band, lvl, status in zip(
                 *cols, strict=True):
             if status != "gone":
-                yield (pid, key, lineage(pack, family, key), rule, pack, family, sev, summary,
-                       ings or "", band or None, float(lvl) if lvl else None, status)
+                yield (pid, key, rule, pack, family, sev, summary, ings or "", band or None,
+                       float(lvl) if lvl else None, lineage(pack, family, key), status)
 
 
 def reviewed(dirs: list[Path]) -> Iterator[PatientRow]:

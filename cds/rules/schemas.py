@@ -1,8 +1,8 @@
 """JSON Schemas of pack.yaml, of rule files and of case files, generated from the pydantic
-models, so that
-editors (the YAML language server of VS Code, JetBrains, Neovim) validate and complete what a
-rule author types. The committed copies in cds/rules/schema/ ship with the package; a test
-checks they equal what the models generate. Regenerate with `python -m cds.rules.schemas`.
+models, so that editors (the YAML language server of VS Code, JetBrains, Neovim) validate and
+complete what a rule author types. The committed copies in cds/rules/schema/ ship with the
+package; a test checks they equal what the models generate. Regenerate with
+`python -m cds.rules.schemas`.
 
 The models accept a little more than plain JSON types say: a list field given one name
 (`a: opioid` for `a: [opioid]`) and an action given as plain text. The schemas say so too,
@@ -85,9 +85,8 @@ def _with_patient(schema: dict[str, Any]) -> None:
     defs = schema.setdefault("$defs", {})
     defs.update(patient.pop("$defs", {}))
     defs[Patient.__name__] = patient
-    prop = defs[Case.__name__]["properties"]["patient"]
-    prop.pop("anyOf", None)
-    prop["anyOf"] = [{"$ref": f"#/$defs/{Patient.__name__}"}, {"type": "null"}]
+    defs[Case.__name__]["properties"]["patient"]["anyOf"] = [
+        {"$ref": f"#/$defs/{Patient.__name__}"}, {"type": "null"}]
 
 
 def generate(name: str) -> dict[str, Any]:

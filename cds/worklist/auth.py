@@ -29,6 +29,7 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import math
 import re
 import secrets
 import threading
@@ -319,7 +320,7 @@ class Accounts:
                 .order_by(a.at.desc()).limit(self.max_login_failures))]
         if len(failed) < self.max_login_failures:
             return None
-        return max(1, int((failed[-1] + self.login_window - at).total_seconds() + 0.999))
+        return max(1, math.ceil((failed[-1] + self.login_window - at).total_seconds()))
 
     def unlock(self, name: str, *, by: str) -> None:
         """Lift a login throttle now (the user remembered their password, or the failures
